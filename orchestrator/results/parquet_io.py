@@ -1,0 +1,151 @@
+"""Immutable Parquet part files: atomic writes with fastparquet, tolerant reads with pyarrow.
+
+A part is written under a hidden temporary name in its final folder, flushed to disk, then renamed
+into place with `os.replace`, so readers see either the whole file or nothing. Readers only pick
+up `part-*.parquet`; stray temporaries (a writer that crashed) are ignored, and pyarrow.dataset
+skips them too because their names start with a dot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import fastparquet
+import fastparquet.compression
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from orchestrator.errors import UserError
+from orchestrator.results.schema import SCHEMA_VERSION, Kind
+
+PART_GLOB = "part-*.parquet"
+TMP_PREFIX = ".tmp-"
+
+_ARROW_TYPES: dict[Kind, pa.DataType] = {
+    "str": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+}
+_PANDAS_DTYPES: dict[Kind, Any] = {"str": "object", "int": "Int64", "float": "float64"}
+_last_ns = 0
+_ns_lock = threading.Lock()
+
+
+def compression() -> str:
+    """ZSTD when this fastparquet build has it (smaller files), else SNAPPY."""
+    return "ZSTD" if "ZSTD" in fastparquet.compression.compressions else "SNAPPY"
+
+
+def arrow_schema(columns: Mapping[str, Kind]) -> pa.Schema:
+    return pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind in columns.items()])
+
+
+def new_part_name() -> str:
+    """`part-<utc ns>-<uuid8>.parquet`; ns strictly increase within a process so names sort by
+    write order."""
+    global _last_ns
+    with _ns_lock:
+        _last_ns = max(time.time_ns(), _last_ns + 1)
+        stamp = _last_ns
+    return f"part-{stamp:019d}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def list_parts(folder: Path) -> list[Path]:
+    """Part files in write order (their names sort chronologically)."""
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob(PART_GLOB))
+
+
+def typed_frame(frame: pd.DataFrame, columns: Mapping[str, Kind]) -> pd.DataFrame:
+    """Exactly the schema columns with writer dtypes (object strings use None for missing)."""
+    out = pd.DataFrame(index=range(len(frame)))
+    for name, kind in columns.items():
+        values = frame[name].reset_index(drop=True)
+        if kind == "str":
+            values = values.astype(object).where(values.notna(), None)
+        out[name] = values.astype(_PANDAS_DTYPES[kind])
+    return out
+
+
+def write_part(frame: pd.DataFrame, folder: Path, table: str, name: str | None = None) -> Path:
+    """Write `frame` as a new immutable part of `folder` (or as file `name`); return its path."""
+    final = folder / (name or new_part_name())
+    metadata = {"medsweep.table": table, "medsweep.schema_version": str(SCHEMA_VERSION)}
+    with atomic_path(final) as tmp:
+        fastparquet.write(
+            str(tmp),
+            frame,
+            compression=compression(),
+            object_encoding="utf8",
+            write_index=False,
+            custom_metadata=metadata,
+        )
+    return final
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path next to `final`; on success fsync it and rename it to `final`."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}{final.suffix}"
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(final.parent)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a directory entry to disk; best effort where the OS refuses (dirs on some
+    filesystems)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_parts(parts: Sequence[Path], schema: pa.Schema) -> pa.Table:
+    """Concatenate parts in order, cast to `schema`; a part that cannot be read is a UserError.
+
+    FileNotFoundError passes through: a concurrent compaction removed the part, so the caller
+    should list the folder again.
+    """
+    tables = [read_part(path, schema) for path in parts]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def read_part(path: Path, schema: pa.Schema) -> pa.Table:
+    try:
+        return pq.read_table(path, schema=schema)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise UserError(
+            f"cannot read this results part ({exc}); it is corrupt or was written with another "
+            "schema. Move it out of the store (or delete it) and run the command again.",
+            source=path,
+        ) from exc
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow -> pandas keeping integer columns integer (nullable Int64) even with nulls."""
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)

@@ -1,0 +1,275 @@
+"""Fixed column schemas of the results tables and row coercion.
+
+Every part file of a table has exactly these columns and types, so any Parquet reader (pyarrow
+dataset, DuckDB, pandas) can read a whole table folder as one dataset. This module is pure Python
+(no pandas/pyarrow) so that the training loop and the CLI can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import PurePath
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+
+Kind = Literal["str", "int", "float"]
+
+RUNS_COLUMNS: dict[str, Kind] = {
+    "sweep": "str",
+    "run_id": "str",
+    "trial_id": "str",
+    "kind": "str",
+    "task": "str",
+    "status": "str",
+    "metric": "str",
+    "mode": "str",
+    "objective": "float",
+    "epochs": "int",
+    "params": "str",
+    "config": "str",
+    "best": "str",
+    "final": "str",
+    "seed": "int",
+    "start_time": "float",
+    "end_time": "float",
+    "duration_s": "float",
+    "host": "str",
+    "versions": "str",
+    "git_rev": "str",
+    "checkpoint": "str",
+    "error": "str",
+    "written_at": "float",
+}
+
+METRICS_COLUMNS: dict[str, Kind] = {
+    "sweep": "str",
+    "run_id": "str",
+    "epoch": "int",
+    "split": "str",
+    "name": "str",
+    "value": "float",
+    "wall_time": "float",
+    "time_total_s": "float",
+}
+
+TABLES: dict[str, dict[str, Kind]] = {"runs": RUNS_COLUMNS, "metrics": METRICS_COLUMNS}
+
+# Columns holding a JSON document; stored as strings so the schema stays fixed whatever the task.
+JSON_COLUMNS = ("params", "config", "best", "final", "versions")
+# Rows are the same record when these match; reads keep the last written.
+KEYS: dict[str, tuple[str, ...]] = {
+    "runs": ("sweep", "run_id"),
+    "metrics": ("sweep", "run_id", "epoch", "split", "name"),
+}
+# The column that orders rewrites of the same key (ties: file order, then row order).
+ORDER_BY = {"runs": "written_at", "metrics": "wall_time"}
+
+STATUSES = ("running", "completed", "error", "stopped")
+RUN_KINDS = ("run", "sweep")
+MODES = ("max", "min")
+SPLITS = ("train", "val", "test")
+
+_NAN = float("nan")
+_RUN_DEFAULTS: dict[str, Any] = {
+    "trial_id": "",
+    "kind": "run",
+    "task": "",
+    "status": "running",
+    "metric": "",
+    "mode": "max",
+    "objective": _NAN,
+    "epochs": 0,
+    "params": "{}",
+    "config": "{}",
+    "best": "{}",
+    "final": "{}",
+    "seed": None,
+    "start_time": _NAN,
+    "end_time": _NAN,
+    "duration_s": _NAN,
+    "host": "",
+    "versions": "{}",
+    "git_rev": "",
+    "checkpoint": "",
+    "error": "",
+}
+_METRIC_DEFAULTS: dict[str, Any] = {"split": "", "time_total_s": _NAN}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "status": STATUSES,
+    "kind": RUN_KINDS,
+    "mode": MODES,
+    "split": (*SPLITS, ""),
+}
+
+
+def plain(value: Any) -> Any:
+    """Convert to JSON-safe Python values: numpy scalars/arrays unwrapped, NaN/inf -> None.
+
+    Strict JSON (no NaN tokens) keeps the stored documents readable by DuckDB and other parsers.
+    """
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(v) for v in value]
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, PurePath):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars (np.bool_ among them)
+        return plain(value.tolist())
+    return str(value)
+
+
+def to_json(value: Any) -> str:
+    """Deterministic strict JSON text of `value` (sorted keys)."""
+    return json.dumps(plain(value), sort_keys=True, allow_nan=False)
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> flat dict with dotted keys ({"a": {"b": 1}} -> {"a.b": 1})."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def split_metric_name(name: str) -> tuple[str, str]:
+    """'val_auc' -> ('val', 'auc'); 'train/loss' -> ('train', 'loss'); 'lr' -> ('', 'lr')."""
+    for split in SPLITS:
+        for sep in ("_", "/"):
+            head = split + sep
+            if name.startswith(head) and len(name) > len(head):
+                return split, name[len(head) :]
+    return "", name
+
+
+def is_metric_value(value: Any) -> bool:
+    """Ints and floats (NaN included) are metric values; bools, strings, containers are not."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def metrics_rows(
+    sweep: str,
+    run_id: str,
+    epoch: int,
+    metrics: Mapping[str, Any],
+    wall_time: float | None = None,
+    time_total_s: float = _NAN,
+    *,
+    skip: Iterable[str] = (),
+) -> list[dict[str, Any]]:
+    """Long-format metric rows of one report; drops non-numeric values and names in `skip`."""
+    skipped = set(skip)
+    now = time.time() if wall_time is None else float(wall_time)
+    rows = []
+    for key, value in metrics.items():
+        if key in skipped or not is_metric_value(value):
+            continue
+        split, name = split_metric_name(str(key))
+        rows.append(
+            {
+                "sweep": sweep,
+                "run_id": run_id,
+                "epoch": epoch,
+                "split": split,
+                "name": name,
+                "value": float(value),
+                "wall_time": now,
+                "time_total_s": float(time_total_s),
+            }
+        )
+    return rows
+
+
+class RowError(ValueError):
+    """A row handed to the store does not fit the table schema (a bug in the caller)."""
+
+
+def coerce_runs_row(row: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """Validate one runs row and fill defaults; `written_at` defaults to `now`."""
+    full = {**_RUN_DEFAULTS, "written_at": now, **row}
+    params = _parse_json("params", full.get("params"))
+    if isinstance(params, Mapping):
+        full["params"] = flatten(params)
+    return _coerce(full, RUNS_COLUMNS)
+
+
+def coerce_metrics_row(row: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """Validate one metrics row and fill defaults; `wall_time` defaults to `now`."""
+    return _coerce({**_METRIC_DEFAULTS, "wall_time": now, **row}, METRICS_COLUMNS)
+
+
+def _coerce(row: dict[str, Any], columns: Mapping[str, Kind]) -> dict[str, Any]:
+    unknown = sorted(set(row) - set(columns))
+    if unknown:
+        raise RowError(f"unknown field(s) {unknown}; expected a subset of {list(columns)}")
+    missing = [name for name in columns if name not in row]
+    if missing:
+        raise RowError(f"missing required field(s) {missing}")
+    return {name: _coerce_value(name, kind, row[name]) for name, kind in columns.items()}
+
+
+def _coerce_value(name: str, kind: Kind, value: Any) -> Any:
+    if name in JSON_COLUMNS:
+        return _json_text(name, value)
+    if kind == "float":
+        return _as_float(name, value)
+    if kind == "int":
+        return _as_int(name, value)
+    return _as_str(name, value)
+
+
+def _as_str(name: str, value: Any) -> str:
+    if name in ("sweep", "run_id", "name") and (not isinstance(value, str) or not value):
+        raise RowError(f"field {name!r} must be a non-empty string, got {value!r}")
+    text = "" if value is None else value if isinstance(value, str) else str(value)
+    if name in _CHOICES and text not in _CHOICES[name]:
+        raise RowError(f"field {name!r} must be one of {list(_CHOICES[name])}, got {text!r}")
+    return text
+
+
+def _as_float(name: str, value: Any) -> float:
+    if value is None:
+        return _NAN
+    if not is_metric_value(value):
+        raise RowError(f"field {name!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _as_int(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise RowError(f"field {name!r} must be an integer, got {value!r}")
+
+
+def _parse_json(name: str, value: Any) -> Any:
+    """JSON text -> Python value; anything else is returned as is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise RowError(f"field {name!r} is not valid JSON text: {exc}") from exc
+
+
+def _json_text(name: str, value: Any) -> str:
+    """Canonical strict JSON: text input is re-encoded so NaN tokens never reach the store."""
+    return "{}" if value is None else to_json(_parse_json(name, value))

@@ -1,0 +1,1 @@
+"""Helpers shared by all task families: metrics, data readers, synthetic-data utilities."""

@@ -1,0 +1,1 @@
+"""Glaucoma classification from fundus photographs (seed 002)."""

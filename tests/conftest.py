@@ -1,0 +1,41 @@
+"""Shared fixtures: one small synthetic fundus dataset and one Ray instance per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def fundus_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tasks.fundus.synth import generate
+
+    return generate(tmp_path_factory.mktemp("fundus"), n=64, size=64, seed=1)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for all integration tests (starting one costs seconds)."""
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
+    yield
+    ray.shutdown()
+
+
+def write_config(path: Path, body: str) -> Path:
+    path.write_text(body)
+    return path
