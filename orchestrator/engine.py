@@ -10,6 +10,7 @@ import contextlib
 import getpass
 import json
 import logging
+import os
 import platform
 import socket
 import subprocess
@@ -46,8 +47,6 @@ def connect_ray(log_to_driver: bool = False) -> None:
 
     Resources are never passed when joining: the cluster decides what it has.
     """
-    import os
-
     import ray
 
     if ray.is_initialized():
@@ -110,6 +109,7 @@ def _make_trainable(base: dict[str, Any], source: str, info: dict[str, Any]) -> 
             "metric": info["metric"],
             "mode": info["mode"],
             "objective": exp.sweep.objective,
+            "cwd": info["cwd"],
         }
         trainer = SweepTorchTrainer(
             train_loop_per_worker,
@@ -226,6 +226,7 @@ def execute(
         "mode": mode,
         "epochs": epochs,
         "sweep_dir": str(sweep_dir),
+        "cwd": os.getcwd(),
         "space": {k: v.model_dump() for k, v in sw.space.items()} if searched else {},
         "host": socket.gethostname(),
         "user": getpass.getuser(),

@@ -8,6 +8,7 @@ sweep), so a restarted run continues from the epoch after its last report.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     from tasks.base import RunContext
     from tasks.common.torch_utils import seed_everything
 
+    # Relative paths in configs mean "relative to where the sweep was started"; Tune and Train
+    # may have moved this worker into a trial folder, so go back when that folder is here.
+    if os.path.isdir(payload["cwd"]):
+        os.chdir(payload["cwd"])
     config = from_dict(payload["config"], source=payload["source"])
     context = ray.train.get_context()
     rank = context.get_world_rank()
