@@ -30,15 +30,17 @@ class ResultsCallback(Callback):
         self.run_info = run_info  # task, kind, metric, mode, epochs, host, versions, git_rev, ...
         self.started: dict[str, float] = {}
         self.best: dict[str, dict[str, float]] = {}  # metrics of each trial's best epoch
+        self.best_checkpoint: dict[str, str] = {}  # Train keeps it: it ranks by the metric
         self.resolver: Any = None  # trial.config -> (params, resolved config); set by the engine
 
     def get_state(self) -> dict[str, Any]:
         """Saved with the Tune experiment so a resumed sweep keeps start times and best epochs."""
-        return {"started": self.started, "best": self.best}
+        return {"started": self.started, "best": self.best, "ckpt": self.best_checkpoint}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.started.update(state.get("started", {}))
         self.best.update(state.get("best", {}))
+        self.best_checkpoint.update(state.get("ckpt", {}))
 
     @property
     def store(self) -> ResultsStore:
@@ -73,7 +75,9 @@ class ResultsCallback(Callback):
             "host": self.run_info["host"],
             "versions": json.dumps(self.run_info["versions"]),
             "git_rev": self.run_info["git_rev"],
-            "checkpoint": str(last.get("checkpoint_path") or ""),
+            "checkpoint": self.best_checkpoint.get(
+                trial.trial_id, str(last.get("checkpoint_path") or "")
+            ),
             "error": error,
         }
 
@@ -87,6 +91,8 @@ class ResultsCallback(Callback):
         metrics = {k: v for k, v in result.items() if _is_metric(k, v)}
         if result.get("best_epoch") == result.get("epoch"):
             self.best[trial.trial_id] = metrics
+            if result.get("checkpoint_path"):
+                self.best_checkpoint[trial.trial_id] = str(result["checkpoint_path"])
         rows = metrics_rows(
             self.sweep,
             trial.trial_id,

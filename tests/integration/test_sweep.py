@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 import orchestrator
 from orchestrator.config import load
@@ -25,6 +26,7 @@ seed: 0
 data: {{manifest: {csv}, image_size: 64, val_fraction: 0.25}}
 model: {{backbone: resnet10t}}
 train: {{epochs: 2, batch_size: 16}}
+checkpoint: {{num_to_keep: 1}}
 store: {{root: {tmp_path / "store"}}}
 sweep:
   num_samples: 2
@@ -56,7 +58,11 @@ def test_two_trial_sweep_stores_every_row(
         resolved = json.loads(row["config"])
         assert resolved["train"]["lr"] == pytest.approx(json.loads(row["params"])["train.lr"])
         assert json.loads(row["best"])["val_auc"] == pytest.approx(row["objective"])
-        assert Path(row["checkpoint"]).exists()
+        # the stored checkpoint is the best epoch's, which Ray Train keeps (ranked by val_auc)
+        curve = store.metrics("sw", run_id=row["run_id"])
+        auc = curve[curve["name"] == "auc"].set_index("epoch")["value"]
+        state = torch.load(Path(row["checkpoint"]) / "state.pt", weights_only=False)
+        assert state["epoch"] == auc.idxmax()
         preds = store.artifacts_dir("sw", row["run_id"]) / "val_predictions.csv"
         assert preds.exists()
 
