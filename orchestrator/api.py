@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_CONFIG = REPO_ROOT / "configs" / "fundus_demo.yaml"
+# The demo sweeps, run in this order (each synthesises its data on first use).
+DEMO_CONFIGS = ("fundus_demo.yaml", "detection_demo.yaml")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
@@ -92,19 +93,26 @@ def print_summary(outcome: Outcome, console: Console) -> None:
         console.print(f"  optuna-dashboard {journal}")
 
 
-def demo(store: str = "medsweep_results", quiet: bool = False, verbose: bool = False) -> Outcome:
-    """Synthetic fundus data, then a real Optuna sweep on an embedded (or joined) Ray."""
+def demo(
+    store: str = "medsweep_results", quiet: bool = False, verbose: bool = False
+) -> list[Outcome]:
+    """Synthetic data, then one real Optuna sweep per demo config on an embedded (or joined) Ray."""
     import sys
 
     from rich.console import Console
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-    if not DEMO_CONFIG.exists():
-        raise UserError("demo config not found (run from a clone of the repo)", source=DEMO_CONFIG)
-    # The config's `data.synth` section makes the task synthesise its data on first use.
-    config = load(DEMO_CONFIG, {"store.root": store})
-    name = f"fundus-demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    console.print(f"sweep [bold]{name}[/bold]: {config.experiment.sweep.num_samples} trials")
-    outcome = execute(config, kind="sweep", name=name, quiet=quiet, verbose=verbose)
-    print_summary(outcome, console)
-    return outcome
+    outcomes = []
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for file in DEMO_CONFIGS:
+        path = REPO_ROOT / "configs" / file
+        if not path.exists():
+            raise UserError("demo config not found (run from a clone of the repo)", source=path)
+        config = load(path, {"store.root": store})
+        name = f"{config.experiment.name}-{stamp}"
+        sw = config.experiment.sweep
+        console.rule(f"[bold]{name}[/bold]: task {config.experiment.task}, {sw.num_samples} trials")
+        outcome = execute(config, kind="sweep", name=name, quiet=quiet, verbose=verbose)
+        print_summary(outcome, console)
+        outcomes.append(outcome)
+    return outcomes

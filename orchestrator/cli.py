@@ -155,6 +155,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_eval_detection(args: argparse.Namespace) -> int:
+    from orchestrator.evaluate import eval_detection, render_detection
+
+    result = eval_detection(
+        Path(args.gt),
+        Path(args.pred),
+        iou=args.iou,
+        threshold=args.threshold,
+        skip_invalid=args.skip_invalid,
+    )
+    if args.json:
+        _print_json(result)
+    else:
+        render_detection(result, _console())
+    return EXIT_OK
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from orchestrator.registry import find_synth
 
@@ -164,11 +181,17 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_data_tool(args: argparse.Namespace) -> int:
+    from orchestrator.registry import run_data_tool
+
+    return run_data_tool(args.data_cmd, list(args.tool_args))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from orchestrator import api
 
-    outcome = api.demo(store=args.store, quiet=args.quiet, verbose=args.verbose)
-    return EXIT_FAIL if outcome.errors else EXIT_OK
+    outcomes = api.demo(store=args.store, quiet=args.quiet, verbose=args.verbose)
+    return EXIT_FAIL if any(o.errors for o in outcomes) else EXIT_OK
 
 
 # --- parser --------------------------------------------------------------------------------
@@ -224,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=96)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_data_synth)
+    from orchestrator.registry import data_tools
+
+    for tool, target in sorted(data_tools().items()):
+        t = dsub.add_parser(
+            tool, help=f"{tool} tool ({target.split(':')[0]}); see its --help", add_help=False
+        )
+        t.add_argument("tool_args", nargs=argparse.REMAINDER)
+        t.set_defaults(func=cmd_data_tool)
 
     p = sub.add_parser("demo", help="synthetic data + a real sweep on an embedded Ray")
     p.add_argument("--store", default="medsweep_results")
@@ -265,6 +296,20 @@ def _add_eval_parser(sub: Any) -> None:
     e.add_argument("--threshold", type=float, default=0.5)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
+    d = esub.add_parser(
+        "detection", help="COCO mAP (pycocotools) and seed 000 lesion-level metrics"
+    )
+    d.add_argument("--gt", required=True, help="ground truth in COCO format")
+    d.add_argument("--pred", required=True, help="detections in the COCO results format")
+    d.add_argument("--iou", type=float, default=0.25, help="lesion-level match IoU")
+    d.add_argument("--threshold", type=float, help="fix the score threshold (default: best F1)")
+    d.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip invalid entries (reported with a count) instead of failing",
+    )
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_eval_detection)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -206,9 +206,11 @@ def execute(
 ) -> Outcome:
     """Validate data, then run the trials of a run or a sweep and store their results."""
 
+    from orchestrator.lineage import resolve_artifacts
     from orchestrator.results import ResultsStore
     from orchestrator.tune_callbacks import ProgressCallback, ResultsCallback
 
+    config = resolve_artifacts(config)
     task_cls = get_task(config.experiment.task)
     task_cls(config.task).check_data()
     sweep = name or default_name(config, kind)

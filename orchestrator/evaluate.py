@@ -3,6 +3,8 @@
 The numbers come from :mod:`tasks.common.metrics`, the same code that training and reports use.
 Undefined metrics (AUC with one class, sensitivity without positives, ...) are ``None`` in the
 result instead of ``NaN`` so that ``--json`` prints valid JSON (``null``).
+
+`medsweep eval detection` (COCO AP and seed 000's lesion-level metrics) follows at the end.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from rich.table import Table
 from orchestrator.errors import DataError, UserError
 from tasks.common.metrics import binary_metrics, patient_metrics
 
-__all__ = ["eval_classification", "render_classification"]
+__all__ = [
+    "eval_classification",
+    "eval_detection",
+    "render_classification",
+    "render_detection",
+]
 
 LABEL, SCORE = "label", "score"
 
@@ -196,3 +203,105 @@ def render_classification(result: dict[str, Any], console: Console) -> None:
         cells = [_cell(result, key)] + ([_cell(patient, key)] if patient is not None else [])
         table.add_row(name, *cells)
     console.print(table)
+
+
+# ---------------------------------------------------------------- detection (seed 000)
+
+
+def eval_detection(
+    gt_path: Path,
+    pred_path: Path,
+    *,
+    iou: float = 0.25,
+    threshold: float | None = None,
+    skip_invalid: bool = False,
+) -> dict[str, Any]:
+    """COCO and lesion-level metrics of COCO-results detections against COCO ground truth.
+
+    Args:
+        gt_path: COCO ground truth (``images``, ``annotations``, ``categories``).
+        pred_path: detections ``[{image_id, category_id, bbox: [x, y, w, h], score}]``.
+        iou: IoU a prediction needs to match a lesion, in (0, 1] (seed 000: 0.25).
+        threshold: fixed score threshold in [0, 1]; None picks the one with the best macro F1.
+        skip_invalid: drop invalid entries (listed in ``skipped``) instead of failing.
+
+    Returns:
+        ``{"coco": {mAP, AP50, AP75, APs, APm, APl, per_class}, "lesion": {...}, "skipped": [...]}``
+        with ``lesion`` as returned by :func:`tasks.common.detection_metrics.lesion_metrics`.
+
+    Raises:
+        UserError: ``iou`` or ``threshold`` out of range.
+        DataError: naming the file and entry of the first invalid input.
+    """
+    if not (math.isfinite(iou) and 0.0 < iou <= 1.0):
+        raise UserError(f"--iou must be within (0, 1], got {iou}")
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise UserError(f"--threshold must be within [0, 1], got {threshold}")
+    # Imported here: pycocotools is only needed by this command, not by `eval classification`.
+    from tasks.common.coco import load_coco_gt, load_detections
+    from tasks.common.detection_metrics import coco_metrics, lesion_metrics
+
+    gt, gt_notes = load_coco_gt(gt_path, skip_invalid=skip_invalid)
+    dets, det_notes = load_detections(pred_path, gt, skip_invalid=skip_invalid)
+    return {
+        "coco": coco_metrics(gt, dets),
+        "lesion": lesion_metrics(gt, dets, iou=iou, threshold=threshold),
+        "skipped": gt_notes + det_notes,
+    }
+
+
+def _ap(value: float) -> str:
+    return "n/a" if value < 0 else f"{value:.3f}"  # pycocotools' -1 = no ground truth there
+
+
+def _coco_table(coco: dict[str, Any]) -> Table:
+    table = Table(title="COCO box AP (pycocotools)")
+    table.add_column("Metric")
+    table.add_column("All", justify="right")
+    for name in coco["per_class"]:
+        table.add_column(name, justify="right")
+    for key in ("mAP", "AP50", "AP75", "APs", "APm", "APl"):
+        table.add_row(key, _ap(coco[key]), *(_ap(c[key]) for c in coco["per_class"].values()))
+    return table
+
+
+def _confusion_table(lesion: dict[str, Any]) -> Table:
+    title = (
+        f"Lesion confusion matrix (IoU >= {lesion['iou']:g}, score >= {lesion['threshold']:.2f})"
+    )
+    table = Table(title=title, min_width=len(title) + 2)  # keep the title on one line
+    table.add_column("Label \\ Preds")
+    for name in lesion["labels"]:
+        table.add_column(name, justify="right")
+    for name, row in zip(lesion["labels"], lesion["confusion"], strict=True):
+        table.add_row(name, *(str(v) for v in row))
+    return table
+
+
+def _lesion_row(name: str, m: dict[str, Any]) -> list[str]:
+    counts = [str(m[k]) for k in ("n", "over", "missed")]
+    return [name, *counts, *(f"{m[k]:.4f}" for k in ("precision", "recall", "f1"))]
+
+
+def _lesion_table(lesion: dict[str, Any]) -> Table:
+    table = Table(title="Lesion-level metrics per diagnosis")
+    table.add_column("Diagnosis")
+    for head in ("n", "over-detected", "missed", "precision", "recall", "F1"):
+        table.add_column(head, justify="right")
+    for name, m in lesion["per_class"].items():
+        table.add_row(*_lesion_row(name, m))
+    table.add_section()
+    table.add_row(*_lesion_row("macro", lesion["macro"]))
+    table.add_row(*_lesion_row("micro", lesion["micro"]))
+    return table
+
+
+def render_detection(result: dict[str, Any], console: Console) -> None:
+    """Print the result of :func:`eval_detection`: skip notes, COCO AP, the lesion confusion
+    matrix with its None row/column, and per-class over-detections, misses, precision, recall
+    and F1 with macro and micro rows (seed 000, table 2)."""
+    for note in result["skipped"]:
+        console.print(note, style="yellow", markup=False, highlight=False)
+    console.print(_coco_table(result["coco"]))
+    console.print(_confusion_table(result["lesion"]))
+    console.print(_lesion_table(result["lesion"]))

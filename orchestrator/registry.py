@@ -49,6 +49,18 @@ def get_task(name: str) -> type[Task[Any]]:
     return cls
 
 
+def data_tools() -> dict[str, str]:
+    """`medsweep data NAME` tools contributed by task families (name -> `module:function`)."""
+    import tasks
+
+    return dict(getattr(tasks, "DATA_TOOLS", {}))
+
+
+def run_data_tool(name: str, argv: list[str]) -> int:
+    module_name, _, attr = data_tools()[name].partition(":")
+    return int(getattr(importlib.import_module(module_name), attr)(argv))
+
+
 def find_synth(name: str) -> type[Task[Any]]:
     """The task whose synthetic generator is called `name` (the task name or one of its aliases)."""
     if name in task_table():

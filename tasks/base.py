@@ -40,6 +40,19 @@ class TrainConfig(StrictModel):
     loader_workers: int = Field(0, ge=0, description="DataLoader worker processes per worker.")
 
 
+class ArtifactRef(StrictModel):
+    """A file from the best run of an earlier sweep (pretrain, then fine-tune from its best).
+
+    The orchestrator resolves `path` before any trial starts and stores it with the run, so the
+    lineage of every fine-tuned model is in its resolved config.
+    """
+
+    sweep: str = Field(description="Name of the earlier sweep (or run) in the results store.")
+    file: str = Field("backbone.pt", description="Artifact file of that sweep's best run.")
+    store: str | None = Field(None, description="Its results store; default this one's.")
+    path: str | None = Field(None, description="Filled in by the orchestrator.")
+
+
 class TaskConfig(StrictModel):
     """Base of a task's config model: the task-specific top-level YAML sections."""
 

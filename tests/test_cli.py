@@ -46,8 +46,10 @@ def test_help_is_fast_because_imports_are_lazy() -> None:
 
 def test_tasks_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tasks", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert {"task": "fundus", "metric": "val_auc", "mode": "max"}.items() <= rows[0].items()
+    rows = {r["task"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {"fundus", "detection", "simsiam"} <= set(rows)
+    assert (rows["fundus"]["metric"], rows["fundus"]["mode"]) == ("val_auc", "max")
+    assert (rows["detection"]["metric"], rows["detection"]["mode"]) == ("val_mAP", "max")
 
 
 def test_validate_ok_and_resolved_json(
@@ -66,7 +68,7 @@ def test_validate_ok_and_resolved_json(
     [
         (["--set", "train.epochs=two"], r"exp\.yaml, field train\.epochs"),
         (["--set", "train.lrr=1"], r"field train\.lrr: unknown key"),
-        (["--set", "task=nope"], r"unknown task 'nope'; registered tasks: fundus"),
+        (["--set", "task=nope"], r"unknown task 'nope'; registered tasks: detection, fundus"),
         (["--set", "model.backbone=resnet_typo", "--check-data"], r"unknown timm backbone"),
         (["--set", "nokeyvalue"], r"expected KEY=VALUE"),
     ],

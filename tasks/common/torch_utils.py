@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -47,13 +46,11 @@ def cosine_with_warmup(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up then cosine decay to zero, stepped once per optimiser step."""
+    from functools import partial
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    from tasks.common.schedules import warmup_cosine
 
+    factor = partial(warmup_cosine, total_steps=total_steps, warmup_steps=warmup_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -70,3 +67,12 @@ def unique_by_index(index: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
     """Drop the duplicates a DistributedSampler pads with, ordered by sample index."""
     _, first = np.unique(index, return_index=True)
     return [index[first], *(a[first] for a in arrays)]
+
+
+def gather_objects(items: list[Any]) -> list[Any]:
+    """Concatenate per-rank Python lists on every rank (identity without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return items
+    gathered: list[list[Any] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, items)
+    return [x for part in gathered if part is not None for x in part]

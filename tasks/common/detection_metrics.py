@@ -1,0 +1,351 @@
+"""Detection metrics: the one implementation used by training, `eval detection` and reports.
+
+Two families:
+
+* :func:`coco_metrics` — COCO box AP computed by pycocotools itself (no re-implementation), with
+  per-class values sliced from the same precision array (identical to a run with
+  ``params.catIds=[id]``: the per-category accumulation does not depend on the other categories).
+* :func:`lesion_metrics` — the lesion-level rules of seed 000:
+
+  - a prediction matches a ground-truth box when IoU >= ``iou`` (class-agnostic, per image);
+  - at threshold ``t`` only predictions with ``score >= t`` count;
+  - a ground-truth box with >= 1 matching prediction is detected once, however many match it, as
+    the class of its highest-scoring matching prediction (equal scores: the one listed first);
+  - a ground-truth box without a matching prediction is a miss (predicted class ``None``);
+  - a prediction matching no ground-truth box is an over-detection (true class ``None``);
+    a prediction matching a box that another prediction already detected is neither;
+  - per class: precision = diagonal / column sum (None row included), recall = diagonal / row sum
+    (None column included); a ratio with a zero denominator is 0, and F1 is 0 when
+    precision + recall is 0 — so a class absent from both truth and predictions scores 0 and
+    pulls the macro mean down (the seed's convention of averaging all diagnoses);
+  - the threshold is the grid value 0.00, 0.05, ..., 1.00 with the highest macro F1 (the lowest
+    on ties) unless given.
+
+Every ground-truth annotation is a lesion (``iscrowd`` is not treated specially).
+
+Speed: a GT box's class at threshold t only depends on its top-scoring matching prediction, and a
+prediction is an over-detection at t iff it matches nothing and ``score >= t``. So IoU is computed
+once for all (prediction, GT-of-the-same-image) pairs, and the 21 thresholds are evaluated by
+counting with ``np.bincount`` (no Python loop over images or pairs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from itertools import chain
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "COCO_KEYS",
+    "THRESHOLDS",
+    "coco_metrics",
+    "lesion_confusion_figure",
+    "lesion_metrics",
+]
+
+COCO_KEYS = ("mAP", "AP50", "AP75", "APs", "APm", "APl")
+# Built as round(i * 0.05, 2) so that 0.35 is the same double as a score written "0.35".
+THRESHOLDS: tuple[float, ...] = tuple(round(i * 0.05, 2) for i in range(21))
+NONE = "None"
+
+Array = NDArray[Any]
+
+
+# ---------------------------------------------------------------- COCO (pycocotools)
+
+
+def _coco_inputs(gt: dict[str, Any], dets: list[dict[str, Any]]) -> tuple[Any, Any]:
+    """pycocotools COCO objects for gt and dets, built on copies (pycocotools mutates its input)."""
+    from pycocotools.coco import COCO
+
+    def index(dataset: dict[str, Any]) -> Any:
+        coco = COCO()
+        coco.dataset = dataset
+        coco.createIndex()
+        return coco
+
+    anns = [
+        {**a, "area": a.get("area", a["bbox"][2] * a["bbox"][3]), "iscrowd": a.get("iscrowd", 0)}
+        for a in gt["annotations"]
+    ]
+    coco_gt = index({**gt, "annotations": anns})
+    if dets:
+        coco_dt = coco_gt.loadRes([dict(d) for d in dets])
+    else:  # loadRes indexes anns[0]; an empty result set is valid and scores 0 (or -1)
+        coco_dt = index({"images": gt["images"], "categories": gt["categories"], "annotations": []})
+    return coco_gt, coco_dt
+
+
+def _summarize(ev: Any, k: int, iou: float | None = None, area: str = "all") -> float:
+    """AP of category index ``k`` exactly as ``COCOeval.summarize`` computes it (maxDets 100)."""
+    p = ev.params
+    s = ev.eval["precision"]  # [T, R, K, A, M]
+    if iou is not None:
+        s = s[np.where(iou == p.iouThrs)[0]]
+    s = s[:, :, k : k + 1, p.areaRngLbl.index(area), p.maxDets.index(100)]
+    return float(np.mean(s[s > -1])) if (s > -1).any() else -1.0
+
+
+def coco_metrics(gt: dict[str, Any], dets: list[dict[str, Any]]) -> dict[str, Any]:
+    """COCO box metrics by pycocotools' ``COCOeval`` (-1 where pycocotools reports -1).
+
+    Args:
+        gt: COCO ground truth (e.g. from :func:`tasks.common.coco.load_coco_gt`).
+        dets: COCO results ``[{image_id, category_id, bbox, score}]``; may be empty.
+
+    Returns:
+        ``{mAP, AP50, AP75, APs, APm, APl, per_class: {name: {same keys}}}``.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco_gt, coco_dt = _coco_inputs(gt, dets)
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    out: dict[str, Any] = {key: float(v) for key, v in zip(COCO_KEYS, ev.stats[:6], strict=True)}
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    out["per_class"] = {names[cat]: _class_ap(ev, k) for k, cat in enumerate(ev.params.catIds)}
+    return out
+
+
+def _class_ap(ev: Any, k: int) -> dict[str, float]:
+    values = [
+        _summarize(ev, k),
+        _summarize(ev, k, iou=0.5),
+        _summarize(ev, k, iou=0.75),
+        *(_summarize(ev, k, area=a) for a in ("small", "medium", "large")),
+    ]
+    return dict(zip(COCO_KEYS, values, strict=True))
+
+
+# ---------------------------------------------------------------- lesion level (seed 000)
+
+
+def _index(ids: Array, table: Array, what: str) -> Array:
+    """Positions of ``ids`` in ``table`` (unique, any order); ValueError for an unknown id."""
+    order = np.argsort(table, kind="stable")
+    pos = np.searchsorted(table, ids, sorter=order).clip(0, max(len(table) - 1, 0))
+    found = order[pos] if len(table) else pos
+    bad = table[found] != ids if len(table) else np.ones(len(ids), dtype=bool)
+    if bad.any():
+        raise ValueError(f"{what} {ids[np.flatnonzero(bad)[0]]} is not in the ground truth")
+    return found
+
+
+def _boxes(entries: list[dict[str, Any]]) -> tuple[Array, Array, Array]:
+    """Image ids, category ids and ``[x1, y1, x2, y2]`` boxes of COCO entries as arrays."""
+    n = len(entries)
+    boxes = list(map(itemgetter("bbox"), entries))
+    if not set(map(len, boxes)) <= {4}:  # a ragged list would shift every later box silently
+        raise ValueError("every bbox must be [x, y, width, height]")
+    img = np.fromiter(map(itemgetter("image_id"), entries), dtype=np.int64, count=n)
+    cat = np.fromiter(map(itemgetter("category_id"), entries), dtype=np.int64, count=n)
+    box = np.fromiter(chain.from_iterable(boxes), dtype=np.float64, count=4 * n).reshape(n, 4)
+    box[:, 2:] += box[:, :2]
+    return img, cat, box
+
+
+def _top_matches(
+    gt_img: Array, gt_box: Array, pred_img: Array, pred_box: Array, iou: float, n_img: int
+) -> tuple[Array, Array]:
+    """Per GT the first matching prediction (index, or len(pred) when none); per prediction
+    whether it matches any GT. Predictions must be sorted by image, then by falling score."""
+    n_pred = len(pred_img)
+    g_order = np.argsort(gt_img, kind="stable")
+    g_count = np.bincount(gt_img, minlength=n_img)
+    g_start = np.concatenate(([0], np.cumsum(g_count)[:-1]))
+    # all (prediction, GT of the same image) pairs, in prediction order
+    per_pred = g_count[pred_img]
+    pair_pred = np.repeat(np.arange(n_pred), per_pred)
+    offset = np.arange(len(pair_pred)) - np.repeat(np.cumsum(per_pred) - per_pred, per_pred)
+    pair_gt = g_order[np.repeat(g_start[pred_img], per_pred) + offset]
+    a, b = gt_box[pair_gt], pred_box[pair_pred]
+    w = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = w * h
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 (two empty boxes) -> no match
+        match = inter / (area_a + area_b - inter) >= iou
+    matched = np.zeros(n_pred, dtype=bool)
+    matched[pair_pred[match]] = True
+    top = np.full(len(gt_img), n_pred, dtype=np.int64)
+    np.minimum.at(top, pair_gt[match], pair_pred[match])  # first in order = highest score
+    return top, matched
+
+
+def _confusions(
+    thresholds: Array,
+    true: Array,
+    top_cls: Array,
+    top_score: Array,
+    over: tuple[Array, Array],
+    c: int,
+) -> Array:
+    """Confusion matrices ``[len(thresholds), c + 1, c + 1]`` (index ``c`` = None).
+
+    ``true``/``top_cls``/``top_score``: per GT its class and its top matching prediction's class
+    and score (-inf when none); ``over``: class and score of the predictions matching no GT.
+    """
+    n_t = len(thresholds)
+
+    def passing(score: Array, cell: Array, n_cells: int) -> Array:
+        # how many thresholds each score passes (score >= t), then "passes t_k" = passes > k
+        k = np.searchsorted(thresholds, score, side="right")
+        hist = np.bincount(k * n_cells + cell, minlength=(n_t + 1) * n_cells)
+        at_least = np.cumsum(hist.reshape(n_t + 1, n_cells)[::-1], axis=0)[::-1]
+        return at_least[1:]
+
+    conf = np.zeros((n_t, c + 1, c + 1), dtype=np.int64)
+    conf[:, :c, :c] = passing(top_score, true * c + top_cls, c * c).reshape(n_t, c, c)
+    conf[:, :c, c] = np.bincount(true, minlength=c) - conf[:, :c, :c].sum(axis=2)
+    conf[:, c, :c] = passing(over[1], over[0], c)
+    return conf
+
+
+def _ratio(num: Array, den: Array) -> Array:
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
+
+
+def _scores(conf: Array) -> dict[str, Array]:
+    """Per-class and micro precision/recall/F1 of confusion matrices ``[..., c + 1, c + 1]``."""
+    diag = np.diagonal(conf[..., :-1, :-1], axis1=-2, axis2=-1)
+    col, row = conf[..., :-1].sum(axis=-2), conf[..., :-1, :].sum(axis=-1)
+    out: dict[str, Array] = {}
+    for prefix, (d, cs, rs) in {
+        "": (diag, col, row),
+        "micro_": (diag.sum(axis=-1), col.sum(axis=-1), row.sum(axis=-1)),
+    }.items():
+        p, r = _ratio(d, cs), _ratio(d, rs)
+        out[prefix + "precision"], out[prefix + "recall"] = p, r
+        out[prefix + "f1"] = _ratio(2 * p * r, p + r)
+    return out
+
+
+def _summary(conf: Array, names: list[str]) -> dict[str, Any]:
+    """per_class, macro and micro entries of one confusion matrix ``[c + 1, c + 1]``."""
+    s = _scores(conf)
+    counts = {"over": conf[-1, :-1], "missed": conf[:-1, -1], "n": conf[:-1].sum(axis=1)}
+    per_class = {
+        name: {
+            **{k: float(s[k][i]) for k in ("precision", "recall", "f1")},
+            **{k: int(v[i]) for k, v in counts.items()},
+        }
+        for i, name in enumerate(names)
+    }
+    totals = {k: int(v.sum()) for k, v in counts.items()}
+    macro = {k: float(np.mean(s[k])) if names else 0.0 for k in ("precision", "recall", "f1")}
+    micro = {k: float(s["micro_" + k]) for k in ("precision", "recall", "f1")}
+    return {"per_class": per_class, "macro": macro | totals, "micro": micro | totals}
+
+
+def _lesion_inputs(
+    gt: dict[str, Any], dets: list[dict[str, Any]], iou: float
+) -> tuple[Array, Array, Array, tuple[Array, Array]]:
+    """What every threshold needs: per GT its class index and the class and score of its
+    top-scoring matching prediction (score -inf when none); and the class and score of each
+    prediction that matches no GT."""
+    cat_ids = np.fromiter(map(itemgetter("id"), gt["categories"]), dtype=np.int64)
+    img_ids = np.fromiter(map(itemgetter("id"), gt["images"]), dtype=np.int64)
+    g_img, g_cat, g_box = _boxes(gt["annotations"])
+    p_img, p_cat, p_box = _boxes(dets)
+    score = np.fromiter(map(itemgetter("score"), dets), dtype=np.float64, count=len(dets))
+    g_img, g_cat = _index(g_img, img_ids, "image_id"), _index(g_cat, cat_ids, "category_id")
+    p_img, p_cat = _index(p_img, img_ids, "image_id"), _index(p_cat, cat_ids, "category_id")
+    order = np.lexsort((-score, p_img))  # by image, then falling score; stable on ties
+    p_img, p_cat, p_box, score = p_img[order], p_cat[order], p_box[order], score[order]
+    top, matched = _top_matches(g_img, g_box, p_img, p_box, iou, len(img_ids))
+    # top == len(dets) means "no match": it lands on a sentinel that passes no threshold
+    top_cls, top_score = np.append(p_cat, 0)[top], np.append(score, -np.inf)[top]
+    return g_cat, top_cls, top_score, (p_cat[~matched], score[~matched])
+
+
+def lesion_metrics(
+    gt: dict[str, Any],
+    dets: list[dict[str, Any]],
+    *,
+    iou: float = 0.25,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """Lesion-level confusion matrix and scores of seed 000 (rules in the module docstring).
+
+    Args:
+        gt: COCO ground truth; class order = order of ``gt["categories"]``.
+        dets: COCO results ``[{image_id, category_id, bbox, score}]``.
+        iou: IoU a prediction needs with a ground-truth box to match it, in (0, 1].
+        threshold: fixed score threshold; None picks the grid value with the best macro F1.
+
+    Returns:
+        JSON-ready ``{iou, threshold, labels, confusion, per_class, macro, micro, sweep}``:
+        ``labels`` = class names then "None"; ``confusion[true][pred]`` in that order;
+        ``per_class[name]`` = ``{precision, recall, f1, over, missed, n}``; ``macro`` = mean of
+        the per-class precision/recall/F1 with summed over/missed/n; ``micro`` = scores of the
+        summed counts; ``sweep`` = ``[{threshold, macro_f1, micro_f1}]`` over the 21 grid values.
+
+    Raises:
+        ValueError: ``iou``/``threshold`` out of range, or an image/category id not in ``gt``.
+    """
+    if not 0.0 < iou <= 1.0:
+        raise ValueError(f"iou must be within (0, 1], got {iou}")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    names = [str(c["name"]) for c in gt["categories"]]
+    args = _lesion_inputs(gt, dets, iou)
+    grid = np.asarray(THRESHOLDS)
+    sweep_conf = _confusions(grid, *args, c=len(names))
+    sweep_scores = _scores(sweep_conf)
+    macro_f1 = sweep_scores["f1"].mean(axis=1) if names else np.zeros(len(grid))
+    if threshold is None:
+        best = int(np.argmax(macro_f1))  # first maximum = lowest threshold on ties
+        threshold, conf = THRESHOLDS[best], sweep_conf[best]
+    else:
+        conf = _confusions(np.asarray([threshold]), *args, c=len(names))[0]
+    sweep = [
+        {"threshold": t, "macro_f1": float(m), "micro_f1": float(u)}
+        for t, m, u in zip(THRESHOLDS, macro_f1, sweep_scores["micro_f1"], strict=True)
+    ]
+    return {
+        "iou": float(iou),
+        "threshold": float(threshold),
+        "labels": [*names, NONE],
+        "confusion": conf.tolist(),
+        **_summary(conf, names),
+        "sweep": sweep,
+    }
+
+
+def lesion_confusion_figure(result: dict[str, Any]) -> Figure:
+    """Heatmap of ``result["confusion"]`` (rows "Label" = true class, columns "Preds"), as in the
+    seed's figure 4, with the counts written in the cells. Uses no pyplot state (Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    conf = np.asarray(result["confusion"])
+    labels = result["labels"]
+    fig = Figure(figsize=(1.2 * len(labels) + 1.5, 1.0 * len(labels) + 1.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(conf, cmap="Blues")
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels)
+    ax.set_yticks(ticks, labels)
+    ax.set_xlabel("Preds")
+    ax.set_ylabel("Label")
+    ax.xaxis.set_label_position("top")
+    ax.xaxis.tick_top()
+    high = conf.max() / 2 if conf.size else 0
+    for (i, j), v in np.ndenumerate(conf):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > high else "black")
+    ax.set_title(f"IoU >= {result['iou']:g}, score >= {result['threshold']:.2f}", pad=28)
+    fig.tight_layout()
+    return fig

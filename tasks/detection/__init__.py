@@ -1,0 +1,1 @@
+"""Liver-tumour detection in ultrasound (seed 000)."""

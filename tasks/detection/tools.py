@@ -1,0 +1,98 @@
+"""`medsweep data coco|clean|stats`: dataset tools of the detection task family (seed 000).
+
+Each `*_main(argv)` parses its own arguments (argparse exits 2 on bad ones) and raises
+DataError on bad files, which the CLI turns into exit 2 with the file and row named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _print(summary: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.pretty import Pretty
+
+    Console(highlight=False).print(Pretty(summary))
+
+
+def coco_main(argv: list[str]) -> int:
+    from tasks.detection.convert import csv_to_coco
+
+    p = argparse.ArgumentParser(
+        prog="medsweep data coco",
+        description="CSV of lesions (image,x,y,w,h,diagnosis,age,sex,patient_id) -> COCO "
+        "train/val/test files split by patient.",
+    )
+    p.add_argument("csv")
+    p.add_argument("--out", required=True, help="folder for train.json, val.json, test.json")
+    p.add_argument("--image-root", help="folder of the CSV's image paths (default: CSV folder)")
+    p.add_argument(
+        "--split", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST")
+    )
+    p.add_argument("--categories", nargs="+", help="category names in id order")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    if abs(sum(a.split) - 1) > 1e-6 or min(a.split) < 0:
+        p.error(f"--split fractions must be >= 0 and sum to 1, got {a.split}")
+    paths = csv_to_coco(
+        Path(a.csv),
+        Path(a.out),
+        image_root=Path(a.image_root) if a.image_root else None,
+        split=tuple(a.split),
+        seed=a.seed,
+        categories=a.categories,
+    )
+    _print({k: str(v) for k, v in paths.items()}, a.json)
+    return 0
+
+
+def clean_main(argv: list[str]) -> int:
+    from tasks.detection.clean import clean
+
+    p = argparse.ArgumentParser(
+        prog="medsweep data clean",
+        description="Seed 000 cleansing: drop small images, near-duplicates (perceptual hash; "
+        "a group never straddles splits), inpaint burned-in colour scales; writes a report.",
+    )
+    p.add_argument("coco", nargs="+", help="COCO files of the splits (train.json val.json ...)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--min-size", type=int, default=400, help="drop images at or below this size")
+    p.add_argument("--hash-threshold", type=int, default=4, help="max Hamming distance")
+    p.add_argument("--no-overlays", action="store_true", help="keep colour scales as they are")
+    p.add_argument("--image-root", help="folder of the images' file_name")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    summary = clean(
+        [Path(c) for c in a.coco],
+        Path(a.out),
+        min_size=a.min_size,
+        hash_threshold=a.hash_threshold,
+        remove_overlays=not a.no_overlays,
+        image_root=Path(a.image_root) if a.image_root else None,
+    )
+    _print(summary, a.json)
+    return 0
+
+
+def stats_main(argv: list[str]) -> int:
+    from tasks.detection.stats import dataset_stats
+
+    p = argparse.ArgumentParser(
+        prog="medsweep data stats",
+        description="Seed 000 figure 2: images per sex, age per diagnosis, image size per "
+        "diagnosis, bbox-to-image area ratio per diagnosis (PNG plots + stats.csv).",
+    )
+    p.add_argument("coco", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    _print(dataset_stats([Path(c) for c in a.coco], Path(a.out)), a.json)
+    return 0

@@ -1,0 +1,1 @@
+"""SimSiam self-supervised backbone pretraining (seed 000), for CenterNet's backbone."""
