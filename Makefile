@@ -25,8 +25,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check orchestrator tasks tests benchmarks
 	$(BIN)/mypy
 
+# One core, as the targets in BENCHMARKS.md assume.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+	$$(command -v taskset >/dev/null && echo taskset -c 0) $(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) build *.egg-info medsweep_results data/demo

@@ -293,9 +293,10 @@ def _build_tuner(
 ) -> Any:
     from ray import tune
 
-    # The trial itself only coordinates; its Ray Train workers hold the real CPUs/GPUs, so a
-    # near-zero reservation keeps concurrent trials from starving each other's workers.
-    wrapped = tune.with_resources(trainable, {"cpu": 0.001})
+    # The trial itself only coordinates; its Ray Train workers hold the real CPUs/GPUs. Tune
+    # needs a non-empty bundle, and even 0.001 CPU per trial would leave 0.998 of the last core
+    # free, too little for the next trial's worker: reserve one byte of memory instead.
+    wrapped = tune.with_resources(trainable, tune.PlacementGroupFactory([{"memory": 1}]))
     tune_path = sweep_dir / TUNE_DIR
     if resume and tune.Tuner.can_restore(str(tune_path)):
         return tune.Tuner.restore(
