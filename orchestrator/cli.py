@@ -29,9 +29,10 @@ class _Parser(argparse.ArgumentParser):
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    stream = sys.stderr if stderr else sys.stdout
+    if stderr:  # messages are never hard-wrapped: they stay one greppable paragraph
+        return Console(stderr=True, highlight=False, soft_wrap=True)
     # Logs and CI have no terminal width; 140 columns keeps leaderboards on one line per row.
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 140)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 def _print_json(obj: Any) -> None:

@@ -9,7 +9,6 @@ result instead of ``NaN`` so that ``--json`` prints valid JSON (``null``).
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.errors import DataError, UserError
+from tasks.common.manifest import parse_label, read_csv_rows
 from tasks.common.metrics import binary_metrics, patient_metrics
 
 __all__ = [
@@ -29,60 +29,6 @@ __all__ = [
 ]
 
 LABEL, SCORE = "label", "score"
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and ``(line, fields)`` per data row; header is line 1 as in an editor.
-
-    The csv module (not pandas) keeps line numbers exact with blank lines and quoted newlines.
-    """
-    if not path.is_file():
-        raise DataError("predictions file does not exist", source=path)
-    header: list[str] | None = None
-    rows: list[tuple[int, list[str]]] = []
-    end = 0
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            for fields in reader:
-                start, end = end + 1, reader.line_num
-                if not any(f.strip() for f in fields):
-                    continue
-                if header is None:
-                    header = [f.strip() for f in fields]
-                else:
-                    rows.append((start, [f.strip() for f in fields]))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason})", source=path) from exc
-    except csv.Error as exc:
-        raise DataError(f"not valid CSV: {exc}", source=path, where=f"line {end + 1}") from exc
-    except OSError as exc:
-        raise DataError(f"cannot read predictions file: {exc}", source=path) from exc
-    if header is None or not rows:
-        raise DataError(
-            "no data rows; expected a header with 'label' and 'score' and one row per case",
-            source=path,
-        )
-    for line, fields in rows:
-        if len(fields) != len(header):
-            raise DataError(
-                f"expected {len(header)} fields (as in the header), found {len(fields)}",
-                source=path,
-                where=f"line {line}",
-            )
-    return header, rows
-
-
-def _parse_label(text: str, path: Path, line: int) -> int:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if value not in (0.0, 1.0):  # "1.0" is fine: pandas writes float columns that way
-        raise DataError(
-            f"label {text!r} is not 0 or 1", source=path, where=f"line {line}, column {LABEL!r}"
-        )
-    return int(value)
 
 
 def _parse_score(text: str, path: Path, line: int) -> float:
@@ -150,7 +96,7 @@ def eval_classification(
     if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise UserError(f"--threshold must be within [0, 1], got {threshold}")
     path = Path(pred_csv)
-    header, rows = _read_csv(path)
+    header, rows = read_csv_rows(path, what="predictions")
     missing = [c for c in (LABEL, SCORE) if c not in header]
     if missing:
         raise DataError(
@@ -161,7 +107,7 @@ def eval_classification(
             f"unknown group column {group!r}; columns found: {header}", source=path, where="header"
         )
     li, si = header.index(LABEL), header.index(SCORE)
-    labels = [_parse_label(f[li], path, line) for line, f in rows]
+    labels = [parse_label(f[li], path, line, LABEL) for line, f in rows]
     scores = np.array([_parse_score(f[si], path, line) for line, f in rows], dtype=np.float64)
     result = _jsonable(binary_metrics(labels, scores, threshold))
     if group is not None:

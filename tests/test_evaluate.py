@@ -74,7 +74,7 @@ BAD_INPUTS = [
     ("label,score\n0,0.1\n1,1.5\n", None, r"not a probability within \[0, 1\]",
      "line 3, column 'score'"),
     ("label,score\n0,nan\n", None, "not a probability", "line 2, column 'score'"),
-    ("label,score\n0,0.1\n\n2,0.3\n", None, "label '2' is not 0 or 1", "line 4, column 'label'"),
+    ("label,score\n0,0.1\n\n2,0.3\n", None, "label '2' is outside", "line 4, column 'label'"),
     ("label,score\n0,0.1\n", "patient", "unknown group column 'patient'; columns found", "header"),
     (MIXED, "g", "group 'a' has mixed labels: 0 on line 2, 1 on line 4", "line 4, column 'label'"),
     ("label,score,g\n0,0.1,\n", "g", "empty group id", "line 2, column 'g'"),
