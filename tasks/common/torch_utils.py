@@ -13,6 +13,11 @@ import torch.distributed as dist
 
 from tasks.base import TrainConfig
 
+# Every task normalises inputs alike, so a backbone pretrained by one task (SimSiam) sees the
+# same input statistics when another (detection) fine-tunes it.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

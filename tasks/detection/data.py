@@ -15,10 +15,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from tasks.common.manifest import load_image
+from tasks.common.torch_utils import IMAGENET_MEAN, IMAGENET_STD
 from tasks.detection.config import DetectionAugment, DetectionData
-
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -93,8 +91,8 @@ def photometric(x: torch.Tensor, aug: DetectionAugment) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 

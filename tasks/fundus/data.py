@@ -12,10 +12,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from tasks.common.manifest import load_image
+from tasks.common.torch_utils import IMAGENET_MEAN, IMAGENET_STD
 from tasks.fundus.config import FundusAugment, FundusData
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def split_indices(df: pd.DataFrame, cfg: FundusData) -> tuple[np.ndarray, np.ndarray]:

@@ -31,11 +31,15 @@ from orchestrator.errors import DataError
 from tasks.base import RunContext, Task
 from tasks.common.manifest import load_image, verify_images
 from tasks.common.schedules import warmup_cosine
-from tasks.common.torch_utils import autocast, gather_arrays, make_grad_scaler
+from tasks.common.torch_utils import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    autocast,
+    gather_arrays,
+    make_grad_scaler,
+)
 from tasks.simsiam.config import SimSiamAugment, SimSiamConfig, SimSiamData
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # CenterNet fine-tuning must normalise the same way
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ARTIFACT = "backbone.pt"
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -90,11 +91,15 @@ def test_two_trial_sweep_stores_every_row(
 
 
 def test_single_run_and_resume_errors(tmp_path: Path, fundus_csv: Path, ray_session: None) -> None:
-    cfg = load(_config(tmp_path, fundus_csv), {"train.epochs": 1})
+    # two DDP ranks (gloo): each evaluates half the validation set, rank 0 gathers it all
+    cfg = load(_config(tmp_path, fundus_csv), {"train.epochs": 1, "resources.workers": 2})
     out = orchestrator.run(cfg, name="one")
     assert (out.trials, out.errors) == (1, 0)
-    runs = ResultsStore(tmp_path / "store").runs("one")
+    store = ResultsStore(tmp_path / "store")
+    runs = store.runs("one")
     assert runs["kind"].tolist() == ["run"] and runs["status"].tolist() == ["completed"]
     assert json.loads(runs["params"].iloc[0]) == {}
+    preds = pd.read_csv(store.artifacts_dir("one", runs["run_id"].iloc[0]) / "val_predictions.csv")
+    assert len(preds) == 16 and preds["path"].is_unique  # 25% of 64 cases, none twice
     with pytest.raises(UserError, match="nothing to resume"):
         orchestrator.sweep(cfg, name="never-ran", resume=True)
