@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import json
 import logging
 import os
 import platform
@@ -322,7 +321,3 @@ def _build_tuner(
         failure_config=tune.FailureConfig(max_failures=0),
     )
     return tune.Tuner(wrapped, tune_config=tune_config, run_config=run_config)
-
-
-def load_summary(sweep_dir: Path) -> dict[str, Any]:
-    return json.loads((sweep_dir / "sweep.json").read_text())
