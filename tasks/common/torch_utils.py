@@ -43,6 +43,21 @@ def make_grad_scaler(device: torch.device | str, amp: str) -> torch.amp.GradScal
     return torch.amp.GradScaler("cuda", enabled=enabled)
 
 
+def optimizer_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    scheduler: Any | None = None,
+) -> None:
+    """One (possibly loss-scaled) optimiser step, then the per-step LR schedule if any."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    if scheduler is not None:
+        scheduler.step()
+
+
 def build_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 

@@ -17,7 +17,13 @@ from tasks.base import RunContext, Task
 from tasks.common.coco import load_coco_gt
 from tasks.common.detection_metrics import coco_metrics, lesion_confusion_figure, lesion_metrics
 from tasks.common.schedules import ScaledLambdaLR, UnfreezeSchedule, warmup_cosine
-from tasks.common.torch_utils import autocast, build_optimizer, gather_objects, make_grad_scaler
+from tasks.common.torch_utils import (
+    autocast,
+    build_optimizer,
+    gather_objects,
+    make_grad_scaler,
+    optimizer_step,
+)
 from tasks.detection.centernet import CenterNet, centernet_loss, decode, encode_targets
 from tasks.detection.config import DetectionConfig
 from tasks.detection.data import (
@@ -174,11 +180,7 @@ class DetectionTask(Task[DetectionConfig]):
                 off_weight=t.off_weight,
                 cls_weight=t.cls_weight,
             )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.lr.step()
+            optimizer_step(loss, self.optimizer, self.scaler, self.lr)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v * len(x)
             count += len(x)

@@ -22,6 +22,7 @@ from tasks.common.torch_utils import (
     cosine_with_warmup,
     gather_arrays,
     make_grad_scaler,
+    optimizer_step,
     unique_by_index,
 )
 from tasks.fundus.config import FundusConfig
@@ -154,12 +155,7 @@ class FundusTask(Task[FundusConfig]):
             with autocast(self.device, self.config.train.amp):
                 logits = self.model(x).squeeze(1)
             loss = self._loss(logits, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.scheduler is not None:
-                self.scheduler.step()
+            optimizer_step(loss, self.optimizer, self.scaler, self.scheduler)
             total, count = total + loss.item() * len(y), count + len(y)
         mean = gather_arrays(np.array([total]), np.array([count]))
         return {"train_loss": float(mean[0].sum() / max(1, mean[1].sum())), "train_lr": self._lr()}

@@ -37,6 +37,7 @@ from tasks.common.torch_utils import (
     autocast,
     gather_arrays,
     make_grad_scaler,
+    optimizer_step,
 )
 from tasks.simsiam.config import SimSiamAugment, SimSiamConfig, SimSiamData
 
@@ -310,12 +311,7 @@ class SimSiamTask(Task[SimSiamConfig]):
             with autocast(self.device, self.config.train.amp):
                 p1, p2, z1, z2 = self.model(x1, x2)
             loss = simsiam_loss(p1, p2, z1, z2)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.scheduler is not None:
-                self.scheduler.step()
+            optimizer_step(loss, self.optimizer, self.scaler, self.scheduler)
             total, count = total + loss.item() * len(x1), count + len(x1)
             stds.append(normalized_std(z1.detach()))
         sums = gather_arrays(np.array([total]), np.array([count]), np.array(stds))
