@@ -47,7 +47,7 @@ def run(
     quiet: bool = True,
 ) -> Outcome:
     """One training run (no search) on Ray Train; results go to the store."""
-    return execute(_as_config(config, overrides), kind="run", name=name, quiet=quiet)
+    return execute(_as_config(config, overrides), command="run", name=name, quiet=quiet)
 
 
 def sweep(
@@ -60,15 +60,15 @@ def sweep(
 ) -> Outcome:
     """An Optuna search over the config's `sweep.space` with Ray Tune."""
     return execute(
-        _as_config(config, overrides), kind="sweep", name=name, resume=resume, quiet=quiet
+        _as_config(config, overrides), command="sweep", name=name, resume=resume, quiet=quiet
     )
 
 
 def execute_config(
-    config: Config, *, kind: str, name: str | None, resume: bool, quiet: bool, verbose: bool
+    config: Config, *, command: str, name: str | None, resume: bool, quiet: bool, verbose: bool
 ) -> Outcome:
-    k: Literal["run", "sweep"] = "run" if kind == "run" else "sweep"
-    return execute(config, kind=k, name=name, resume=resume, quiet=quiet, verbose=verbose)
+    c: Literal["run", "sweep"] = "run" if command == "run" else "sweep"
+    return execute(config, command=c, name=name, resume=resume, quiet=quiet, verbose=verbose)
 
 
 def leaderboard(outcome: Outcome, n: int = 10) -> pd.DataFrame:
@@ -112,7 +112,7 @@ def demo(
         name = f"{config.experiment.name}-{stamp}"
         sw = config.experiment.sweep
         console.rule(f"[bold]{name}[/bold]: task {config.experiment.task}, {sw.num_samples} trials")
-        outcome = execute(config, kind="sweep", name=name, quiet=quiet, verbose=verbose)
+        outcome = execute(config, command="sweep", name=name, quiet=quiet, verbose=verbose)
         print_summary(outcome, console)
         outcomes.append(outcome)
     return outcomes

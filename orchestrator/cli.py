@@ -96,12 +96,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _execute(args: argparse.Namespace, kind: str) -> int:
+def _execute(args: argparse.Namespace, command: str) -> int:
     from orchestrator import api
 
     outcome = api.execute_config(
         _load(args),
-        kind=kind,
+        command=command,
         name=args.name,
         resume=getattr(args, "resume", False),
         quiet=args.quiet,

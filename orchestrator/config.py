@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.errors import ConfigError, UserError
 from orchestrator.space import Dimension, corners
@@ -40,7 +46,14 @@ class Resources(StrictModel):
 
 
 class Checkpointing(StrictModel):
-    num_to_keep: int | None = Field(2, ge=1, description="Best checkpoints kept per run.")
+    num_to_keep: int = Field(
+        1, ge=1, description="Latest resume checkpoints kept per run while it trains."
+    )
+    keep_completed: bool = Field(
+        False,
+        description="Keep a finished run's resume checkpoints (its best weights are always "
+        "kept with its artifacts).",
+    )
 
 
 class Scheduler(StrictModel):
@@ -70,6 +83,60 @@ class Store(StrictModel):
     root: str = Field("medsweep_results", description="Results store folder (shared on clusters).")
 
 
+class CrossValidation(StrictModel):
+    """Every trial trains `folds` fold runs; the test split and folds are made once per sweep."""
+
+    folds: int = Field(4, ge=1, description="k; 1 = one hold-out validation split.")
+    test_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Held-out test split (share of patients); 0 = none."
+    )
+    val_fraction: float = Field(0.25, gt=0, lt=1, description="Validation share when folds = 1.")
+    group_by: str | None = Field(
+        "patient_id", description="Case column that keeps a patient on one side of every split."
+    )
+    stratify: bool = Field(True, description="Stratify folds and the test split by label.")
+    seed: int = Field(0, description="Split seed; fixed for the sweep (a resume checks it).")
+    parallel: Literal["auto", "always", "never"] = Field(
+        "auto", description="Run a trial's folds at once (auto: when the cluster has room)."
+    )
+    split_column: str | None = Field(
+        None, description="Use this case column as the split (0..k-1, test, train) instead."
+    )
+
+
+class PseudoLabels(StrictModel):
+    """Seed 002's pseudo-label rounds: the fold ensemble labels a pool, then training repeats."""
+
+    rounds: int = Field(0, ge=0, description="Pseudo-label rounds after round 0.")
+    high: float = Field(0.98, gt=0, le=1, description="Scores >= high become label 1.")
+    low: float = Field(0.02, ge=0, lt=1, description="Scores <= low become label 0.")
+    pool: str = Field(
+        "test", description="'test' (transductive, as the seed) or a manifest of unlabelled cases."
+    )
+    objective: Literal["best", "last"] = Field(
+        "best", description="Optuna value: the best round's objective or the last round's."
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> PseudoLabels:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class Privacy(StrictModel):
+    pseudonymise: bool = Field(
+        True, description="Replace patient ids in written tables by a keyed hash (HMAC)."
+    )
+    relative_paths: bool = Field(True, description="Write image paths relative to the data root.")
+
+
+class Failure(StrictModel):
+    max_retries: int = Field(
+        1, ge=0, description="Restarts of a run from its last checkpoint after a worker dies."
+    )
+
+
 class Experiment(StrictModel):
     """The orchestrator's part of an experiment config."""
 
@@ -81,6 +148,21 @@ class Experiment(StrictModel):
     checkpoint: Checkpointing = Field(default_factory=Checkpointing)
     sweep: Sweep = Field(default_factory=Sweep)
     store: Store = Field(default_factory=Store)
+    cv: CrossValidation | None = Field(None, description="Cross-validated trials (and test split).")
+    pseudo: PseudoLabels | None = Field(None, description="Pseudo-label rounds (needs cv).")
+    failure: Failure = Field(default_factory=Failure)
+    privacy: Privacy = Field(default_factory=Privacy)
+
+    @model_validator(mode="after")
+    def _pseudo_needs_test_or_pool(self) -> Experiment:
+        p = self.pseudo
+        if p is not None and p.rounds > 0 and self.cv is None:
+            raise ValueError("pseudo-label rounds need a `cv` section (the fold ensemble labels)")
+        cv = self.cv
+        no_test = cv is not None and cv.test_fraction <= 0 and cv.split_column is None
+        if p is not None and p.rounds > 0 and p.pool == "test" and no_test:
+            raise ValueError("pseudo.pool 'test' needs a test split (cv.test_fraction > 0)")
+        return self
 
     @field_validator("name")
     def _safe_name(cls, v: str) -> str:
@@ -231,29 +313,93 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     return from_dict(raw, source=str(path))
 
 
+NOT_SEARCHABLE = frozenset({"sweep", "store", "name", "task", "cv", "failure", "privacy"})
+
+
 def _check_space(config: Config) -> None:
-    """Every searched key must address a config field and accept the values the space yields."""
+    """Every searched key must address a config field and accept the values the space yields.
+
+    Each value is validated against its field alone (linear in the size of the space); the
+    whole config is validated at the first and last value, for checks across fields.
+    """
     base = config.to_dict()
+    refs = _artifact_fields(config.task)
     for key, dim in config.experiment.sweep.space.items():
-        if key.split(".")[0] in {"sweep", "store", "name", "task"}:
+        where = f"field sweep.space.{key}"
+        if key.split(".")[0] in NOT_SEARCHABLE:
+            raise ConfigError(f"{key} cannot be searched", source=config.source, where=where)
+        if any(key == r or key.startswith(r + ".") for r in refs):
             raise ConfigError(
-                f"{key} cannot be searched", source=config.source, where=f"field sweep.space.{key}"
+                "a lineage reference cannot be searched: a sweep pins one file to start from",
+                source=config.source,
+                where=where,
             )
         if _lookup(base, key) is _MISSING:
-            raise ConfigError(
-                "no such config field", source=config.source, where=f"field sweep.space.{key}"
-            )
-        for value in corners(dim):
-            raw = copy.deepcopy(base)
-            raw["sweep"]["space"] = {}
-            try:
-                set_path(raw, key, value, source=config.source)
-                from_dict(raw, source=config.source)
-            except UserError as err:
-                msg = f"value {value!r} is not accepted by the config: {err.message}"
+            raise ConfigError("no such config field", source=config.source, where=where)
+        values = corners(dim)
+        owner = _owner(config, key)
+        for value in values if owner is not None else []:
+            try:  # validate_assignment runs the field's and its model's validators
+                setattr(owner.model_copy(), key.rsplit(".", 1)[-1], value)  # type: ignore[union-attr]
+            except ValidationError as err:
                 raise ConfigError(
-                    msg, source=config.source, where=f"field sweep.space.{key}"
+                    f"value {value!r} is not accepted by the config: {err.errors()[0]['msg']}",
+                    source=config.source,
+                    where=where,
                 ) from None
+        ends = {repr(v): v for v in (values[0], values[-1])} if owner is not None else None
+        for value in values if ends is None else ends.values():
+            _check_whole(config, base, key, value, where)
+
+
+def _check_whole(config: Config, base: dict[str, Any], key: str, value: Any, where: str) -> None:
+    raw = copy.deepcopy(base)
+    raw["sweep"]["space"] = {}
+    try:
+        set_path(raw, key, value, source=config.source)
+        from_dict(raw, source=config.source)
+    except UserError as err:
+        msg = f"value {value!r} is not accepted by the config: {err.message}"
+        raise ConfigError(msg, source=config.source, where=where) from None
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside `annotation` (`Model` or `Model | None`), if any."""
+    import types
+    import typing
+
+    candidates = (
+        typing.get_args(annotation)
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+        else (annotation,)
+    )
+    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def _owner(config: Config, dotted: str) -> BaseModel | None:
+    """The config model that holds the field at `dotted` (None when a section is unset)."""
+    parts = dotted.split(".")
+    node: Any = config.experiment if parts[0] in ORCHESTRATOR_KEYS else config.task
+    for part in parts[:-1]:
+        node = getattr(node, part, None)
+    if isinstance(node, BaseModel) and parts[-1] in type(node).model_fields:
+        return node
+    return None
+
+
+def _artifact_fields(model: BaseModel, prefix: str = "") -> list[str]:
+    from tasks.base import ArtifactRef
+
+    out = []
+    for name, info in type(model).model_fields.items():
+        inner = _model_of(info.annotation)
+        if inner is not None and issubclass(inner, ArtifactRef):
+            out.append(prefix + name)
+        value = getattr(model, name)
+        if isinstance(value, BaseModel) and not isinstance(value, ArtifactRef):
+            out += _artifact_fields(value, prefix + name + ".")
+    return out
 
 
 _MISSING = object()

@@ -1,7 +1,10 @@
-"""Runs and sweeps: Ray Tune drives trials, each trial trains in a Ray Train `TorchTrainer`.
+"""Runs and sweeps: Ray Tune drives trials; each trial (`orchestrator.trial`) trains its fold
+runs as Ray Train `TorchTrainer`s.
 
 A single run is a one-trial Tune experiment without a searcher, so runs and sweeps share one
-path: the same results callback, checkpoints, resume and store layout.
+path: the same trial coordinator, results store layout, checkpoints and resume. Everything that
+can be checked is checked before anything is written (config, data, split, resources, the Optuna
+storage), so a refused start leaves the store as it was and the sweep name free.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from orchestrator import space as space_mod
 from orchestrator.config import Config, from_dict
 from orchestrator.errors import UserError
+from orchestrator.plan import Command, RunSpec, SweepInfo
 from orchestrator.registry import get_task
 
 TUNE_DIR = "tune"
@@ -79,65 +83,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _make_trainable(base: dict[str, Any], source: str, info: dict[str, Any]) -> Any:
-    """The Tune function trainable: resolve the trial's config, then fit a TorchTrainer."""
-    space_json = info["space"]
-
-    def trainable(tune_config: dict[str, Any]) -> None:
-        from ray import tune
-        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        from orchestrator.loop import train_loop_per_worker
-        from orchestrator.trainer import SweepTorchTrainer
-
-        config = resolve(base, source, space_json, tune_config)
-        exp = config.experiment
-        trial_id = tune.get_context().get_trial_id()
-        res = exp.resources
-        use_gpu = res.gpus_per_worker > 0
-        per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
-        if use_gpu:
-            per_worker["GPU"] = res.gpus_per_worker
-        payload = {
-            "config": config.to_dict(),
-            "source": source,
-            "run_id": trial_id,
-            "artifacts_dir": str(Path(info["sweep_dir"]) / "artifacts" / trial_id),
-            "metric": info["metric"],
-            "mode": info["mode"],
-            "objective": exp.sweep.objective,
-            "cwd": info["cwd"],
-        }
-        trainer = SweepTorchTrainer(
-            train_loop_per_worker,
-            train_loop_config=payload,
-            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            scaling_config=ScalingConfig(
-                num_workers=res.workers,
-                use_gpu=use_gpu,
-                resources_per_worker=per_worker,
-                placement_strategy=res.placement_strategy,
-            ),
-            run_config=RunConfig(
-                # A fixed name per trial: a restarted trial finds its checkpoints and resumes.
-                name=trial_id,
-                storage_path=str(Path(info["sweep_dir"]) / TRAIN_DIR),
-                callbacks=[TuneReportCallback()],  # type: ignore[list-item]
-                checkpoint_config=CheckpointConfig(
-                    num_to_keep=exp.checkpoint.num_to_keep,
-                    checkpoint_score_attribute=info["metric"],
-                    checkpoint_score_order=info["mode"],
-                ),
-                failure_config=FailureConfig(max_failures=0),
-            ),
-        )
-        trainer.fit()
-
-    return trainable
-
-
 def resolve(
     base: dict[str, Any], source: str, space_json: dict[str, Any], tune_config: dict[str, Any]
 ) -> Config:
@@ -147,124 +92,155 @@ def resolve(
     return config.with_overrides(overrides) if overrides else config
 
 
-def _searcher(config: Config, sweep_dir: Path, sweep: str, tune_metric: str, mode: str) -> Any:
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    sw = config.experiment.sweep
-    seed = sw.seed if sw.seed is not None else config.experiment.seed
-    sampler: optuna.samplers.BaseSampler = (
-        optuna.samplers.TPESampler(seed=seed)
-        if sw.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=seed)
-    )
-    if sw.storage:
-        storage: Any = optuna.storages.get_storage(sw.storage)
-    else:
-        from optuna.storages.journal import JournalFileBackend
-
-        backend = JournalFileBackend(str(sweep_dir / JOURNAL))
-        storage = optuna.storages.JournalStorage(backend)
-    return OptunaSearch(
-        space_mod.to_optuna(sw.space),
-        metric=tune_metric,
-        mode=mode,
-        sampler=sampler,
-        study_name=sweep,
-        storage=storage,
-    )
-
-
-def _scheduler(config: Config, epochs: int) -> Any:
-    sch = config.experiment.sweep.scheduler
-    if sch.type == "none":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=epochs,
-        grace_period=min(sch.grace_period, epochs),
-        reduction_factor=sch.reduction_factor,
-    )
-
-
-def default_name(config: Config, kind: Literal["run", "sweep"]) -> str:
+def default_name(config: Config, command: Command) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{config.experiment.name}-{stamp}" if kind == "run" else config.experiment.name
+    return f"{config.experiment.name}-{stamp}" if command == "run" else config.experiment.name
 
 
 def execute(
     config: Config,
     *,
-    kind: Literal["run", "sweep"],
+    command: Command,
     name: str | None = None,
     resume: bool = False,
     quiet: bool = False,
     verbose: bool = False,
 ) -> Outcome:
-    """Validate data, then run the trials of a run or a sweep and store their results."""
-
+    """Check everything, then run the trials of a run or a sweep and store their results."""
+    from orchestrator.cv import check_resumed, make_split, store_split
     from orchestrator.lineage import resolve_artifacts
+    from orchestrator.privacy import store_secret
     from orchestrator.results import ResultsStore
-    from orchestrator.tune_callbacks import ProgressCallback, ResultsCallback
+    from orchestrator.resume import check_same_config, stored_info
 
-    config = resolve_artifacts(config)
-    task_cls = get_task(config.experiment.task)
-    task_cls(config.task).check_data()
-    sweep = name or default_name(config, kind)
     store = ResultsStore(config.experiment.store.root)
+    sweep = name or default_name(config, command)
     sweep_dir = store.sweep_dir(sweep).resolve()
     _check_fresh_or_resumable(sweep_dir, sweep, resume)
-    metric, mode = config.metric, config.mode
-    epochs = config.task.train.epochs
-    sw = config.experiment.sweep
-    searched = kind == "sweep" and bool(sw.space)
-    info: dict[str, Any] = {
-        "kind": kind,
-        "task": config.experiment.task,
-        "metric": metric,
-        "mode": mode,
-        "epochs": epochs,
-        "sweep_dir": str(sweep_dir),
-        "cwd": os.getcwd(),
-        "space": {k: v.model_dump() for k, v in sw.space.items()} if searched else {},
-        "host": socket.gethostname(),
-        "user": getpass.getuser(),
-        "versions": _versions(),
-        "git_rev": _git_rev(),
-        "created": time.time(),
-        "config": config.to_dict(),
-        "source": config.source,
-    }
-    if not resume:
-        store.init_sweep(sweep, info)
+    previous = stored_info(sweep_dir) if resume else None
+    config = resolve_artifacts(config, pinned=previous.config if previous else None)
+    if previous is not None:
+        check_same_config(previous, config)
+    _check_searchable(config)
+    task = get_task(config.experiment.task)(config.task)
+    task.check_data()
+    exp = config.experiment
+    split = make_split(task, exp.cv, exp.pseudo, config.source) if exp.cv else None
+    if previous is not None and split is not None:
+        check_resumed(previous.split_digest, split)
     connect_ray(log_to_driver=verbose)
-    base = config.to_dict()
-    trainable = _make_trainable(base, config.source, info)
-    results_cb = ResultsCallback(str(Path(config.experiment.store.root).resolve()), sweep, info)
-    results_cb.resolver = _Resolver(base, config.source, info["space"])
-    callbacks: list[Any] = [results_cb] + ([] if quiet else [ProgressCallback(metric, epochs)])
-    tune_metric = "objective"
-    tuner = _build_tuner(
-        config, kind, sweep, sweep_dir, trainable, callbacks, tune_metric, mode, epochs, resume
+    _check_resources(config)
+    info = _sweep_info(config, command, sweep, sweep_dir, split)
+    searcher = _searcher(config, info) if _searched(config, command) else None
+    if previous is None:
+        store.init_sweep(sweep, info.to_json())
+        if split is not None:
+            store_split(sweep_dir, split, task.data_root())
+    trainable = make_trainable(info, split, store_secret(store.root), _fold_limit(config))
+    return _fit(config, info, trainable, searcher, resume, quiet)
+
+
+def _searched(config: Config, command: Command) -> bool:
+    return command == "sweep" and bool(config.experiment.sweep.space)
+
+
+def _sweep_info(
+    config: Config, command: Command, sweep: str, sweep_dir: Path, split: Any
+) -> SweepInfo:
+    from orchestrator.privacy import redact_tree
+
+    exp = config.experiment
+    space = {k: v.model_dump() for k, v in exp.sweep.space.items()}
+    return SweepInfo(
+        sweep=sweep,
+        command=command,
+        task=exp.task,
+        metric=config.metric,
+        mode=config.mode,
+        objective=exp.sweep.objective,
+        epochs=config.task.train.epochs,
+        store_root=str(Path(exp.store.root).resolve()),
+        sweep_dir=str(sweep_dir),
+        cwd=os.getcwd(),
+        space=space if _searched(config, command) else {},
+        config=redact_tree(config.to_dict()),
+        source=config.source,
+        host=socket.gethostname(),
+        user=getpass.getuser(),
+        versions=_versions(),
+        git_rev=_git_rev(),
+        created=time.time(),
+        folds=exp.cv.folds if exp.cv else None,
+        rounds=exp.pseudo.rounds if exp.pseudo else 0,
+        split_digest=split.digest if split is not None else None,
+        transductive=bool(split is not None and split.pool_is_test),
+        job_id=os.environ.get("RAY_JOB_SUBMISSION_ID", ""),
     )
-    grid = tuner.fit()
-    errors = sum(1 for r in grid if r.error is not None)
-    return Outcome(sweep, sweep_dir, metric, mode, len(grid), errors)
 
 
-class _Resolver:
-    """Picklable trial.config -> (searched params, resolved config dict)."""
+def make_trainable(info: SweepInfo, split: Any, secret: bytes, limit: int) -> Any:
+    """The Tune function trainable: resolve the trial's config, then run its `Trial`."""
+    base, source, space_json = info.config, info.source, info.space
 
-    def __init__(self, base: dict[str, Any], source: str, space_json: dict[str, Any]) -> None:
-        self.base, self.source, self.space_json = base, source, space_json
+    def trainable(tune_config: dict[str, Any]) -> None:
+        from ray import tune
 
-    def __call__(self, tune_config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        config = resolve(self.base, self.source, self.space_json, tune_config)
-        space = config.experiment.sweep.space
-        params = space_mod.decode(space, tune_config) if self.space_json else {}
-        return params, config.to_dict()
+        from orchestrator.folds import open_channel
+        from orchestrator.trial import Trial
+
+        config = resolve(base, source, space_json, tune_config)
+        task = get_task(config.experiment.task)(config.task)
+        trial_id = tune.get_context().get_trial_id()
+        Trial(
+            task,
+            config.to_dict(),
+            info,
+            trial_id,
+            fit=lambda spec: fit_run(spec, config, info),
+            report=tune.report,
+            split=split,
+            channel=open_channel(),
+            limit=limit,
+            secret=secret,
+        ).run()
+
+    return trainable
+
+
+def fit_run(spec: RunSpec, config: Config, info: SweepInfo) -> None:
+    """One Ray Train run of a trial (a resumed run continues from its latest checkpoint)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig
+
+    from orchestrator.loop import train_loop_per_worker
+    from orchestrator.trainer import SweepTorchTrainer
+
+    exp = config.experiment
+    res = exp.resources
+    use_gpu = res.gpus_per_worker > 0
+    per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
+    if use_gpu:
+        per_worker["GPU"] = res.gpus_per_worker
+    trainer = SweepTorchTrainer(
+        train_loop_per_worker,  # type: ignore[arg-type]  # takes a RunSpec, not a dict
+        train_loop_config=spec,  # type: ignore[arg-type]
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=res.workers,
+            use_gpu=use_gpu,
+            resources_per_worker=per_worker,
+            placement_strategy=res.placement_strategy,
+        ),
+        run_config=RunConfig(
+            # A fixed name per run: a restarted trial finds its checkpoints and resumes.
+            name=spec.run_id,
+            storage_path=str(Path(info.sweep_dir) / TRAIN_DIR),
+            # Only resuming needs these (the best weights are kept with the artifacts).
+            checkpoint_config=CheckpointConfig(num_to_keep=exp.checkpoint.num_to_keep),
+            failure_config=FailureConfig(max_failures=exp.failure.max_retries),
+        ),
+    )
+    trainer.fit()
 
 
 def _check_fresh_or_resumable(sweep_dir: Path, sweep: str, resume: bool) -> None:
@@ -273,51 +249,176 @@ def _check_fresh_or_resumable(sweep_dir: Path, sweep: str, resume: bool) -> None
         raise UserError(f"nothing to resume: no sweep {sweep!r} in {sweep_dir.parent}")
     if not resume and exists:
         raise UserError(
-            f"sweep {sweep!r} already exists in {sweep_dir.parent}; pass --resume to continue it "
-            "or --name to start a new one (nothing was changed)"
+            f"sweep {sweep!r} already exists in {sweep_dir.parent}; resume it, or give the new "
+            "run another name (nothing was changed)",
+            where="name",
         )
 
 
-def _build_tuner(
-    config: Config,
-    kind: str,
-    sweep: str,
-    sweep_dir: Path,
-    trainable: Any,
-    callbacks: list[Any],
-    tune_metric: str,
-    mode: str,
-    epochs: int,
-    resume: bool,
-) -> Any:
+def _check_searchable(config: Config) -> None:
+    exp = config.experiment
+    if exp.pseudo and exp.pseudo.rounds and exp.sweep.scheduler.type == "asha":
+        raise UserError(
+            "ASHA cannot prune trials with pseudo-label rounds (each round restarts training); "
+            "use sweep.scheduler.type: none",
+            source=config.source,
+            where="field sweep.scheduler.type",
+        )
+
+
+def _fold_limit(config: Config) -> int:
+    """How many fold runs of one trial may train at once."""
+    cv = config.experiment.cv
+    if cv is None or cv.parallel == "never":
+        return 1
+    if cv.parallel == "always":
+        return cv.folds
+    import ray
+
+    need = _per_run(config)
+    free = ray.available_resources()
+    fits = min(int(free.get(k, 0) // v) for k, v in need.items() if v > 0)
+    return max(1, min(cv.folds, fits))
+
+
+def _per_run(config: Config) -> dict[str, float]:
+    res = config.experiment.resources
+    need = {"CPU": res.workers * res.cpus_per_worker}
+    if res.gpus_per_worker:
+        need["GPU"] = res.workers * res.gpus_per_worker
+    return need
+
+
+def _check_resources(config: Config) -> None:
+    """Refuse a trial the cluster can never place (it would pend forever)."""
+    import ray
+
+    res, cv = config.experiment.resources, config.experiment.cv
+    total = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    per_worker = {"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker}
+    for key, amount in per_worker.items():
+        biggest = max((n.get(key, 0.0) for n in nodes), default=0.0)
+        if amount > biggest:
+            raise UserError(
+                f"a worker asks for {amount:g} {key} but the largest node has {biggest:g}",
+                source=config.source,
+                where=f"field resources.{key.lower()}s_per_worker",
+            )
+    runs = cv.folds if cv is not None and cv.parallel == "always" else 1
+    for key, amount in _per_run(config).items():
+        if amount * runs > total.get(key, 0.0):
+            what = f"{runs} fold runs x " if runs > 1 else ""
+            raise UserError(
+                f"{what}{res.workers} worker(s) need {amount * runs:g} {key}; the cluster has "
+                f"{total.get(key, 0.0):g}",
+                source=config.source,
+                where="field resources.workers" + (" / cv.parallel" if runs > 1 else ""),
+            )
+
+
+def _searcher(config: Config, info: SweepInfo) -> Any:
+    import optuna
+
+    from orchestrator.search import StudySearch
+
+    sw = config.experiment.sweep
+    seed = sw.seed if sw.seed is not None else config.experiment.seed
+    sampler: optuna.samplers.BaseSampler = (
+        optuna.samplers.TPESampler(seed=seed)
+        if sw.sampler == "tpe"
+        else optuna.samplers.RandomSampler(seed=seed)
+    )
+    storage = open_storage(sw.storage, Path(info.sweep_dir), config.source)
+    return StudySearch(
+        space_mod.to_optuna(sw.space),
+        metric="objective",
+        mode=info.mode,
+        sampler=sampler,
+        study_name=info.sweep,
+        storage=storage,
+        task_metric=info.metric,
+        sweep=info.sweep,
+        sweep_dir=info.sweep_dir,
+    )
+
+
+def open_storage(url: str | None, sweep_dir: Path, source: str) -> Any:
+    """The Optuna storage, opened (and so checked) before the sweep is created."""
+    import optuna
+
+    from orchestrator.privacy import redact
+
+    if not url:
+        from optuna.storages.journal import JournalFileBackend
+
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL)))
+    try:
+        return optuna.storages.get_storage(url)
+    except Exception as err:  # a missing driver, a bad URL, a server that refuses
+        raise UserError(
+            f"cannot open the Optuna storage {redact(url)}: {type(err).__name__}: "
+            f"{redact(str(err)).splitlines()[0] if str(err) else ''}",
+            source=source,
+            where="field sweep.storage",
+        ) from None
+
+
+def _fit(
+    config: Config, info: SweepInfo, trainable: Any, searcher: Any, resume: bool, quiet: bool
+) -> Outcome:
     from ray import tune
 
-    # The trial itself only coordinates; its Ray Train workers hold the real CPUs/GPUs. Tune
-    # needs a non-empty bundle, and even 0.001 CPU per trial would leave 0.998 of the last core
-    # free, too little for the next trial's worker: reserve one byte of memory instead.
+    from orchestrator.search import make_scheduler
+    from orchestrator.tune_callbacks import MetricGuard, ProgressCallback, ResultsCallback
+
+    sw = config.experiment.sweep
+    guard = MetricGuard(info.metric)
+    results_cb = ResultsCallback(info, guard)
+    callbacks: list[Any] = [results_cb] + ([] if quiet else [ProgressCallback(info)])
+    # The trial only coordinates; its Ray Train workers hold the real CPUs/GPUs. Tune needs a
+    # non-empty bundle, and even 0.001 CPU per trial would leave 0.998 of the last core free,
+    # too little for the next trial's worker: reserve one byte of memory instead.
     wrapped = tune.with_resources(trainable, tune.PlacementGroupFactory([{"memory": 1}]))
-    tune_path = sweep_dir / TUNE_DIR
+    tune_path = Path(info.sweep_dir) / TUNE_DIR
     if resume and tune.Tuner.can_restore(str(tune_path)):
-        return tune.Tuner.restore(
+        tuner = tune.Tuner.restore(
             str(tune_path), trainable=wrapped, resume_unfinished=True, resume_errored=True
         )
-    sw = config.experiment.sweep
-    searched = kind == "sweep" and bool(sw.space)
-    search_alg = _searcher(config, sweep_dir, sweep, tune_metric, mode) if searched else None
-    num_samples = 1 if kind == "run" else sw.num_samples
-    tune_config = tune.TuneConfig(
-        metric=tune_metric,
-        mode=mode,
-        search_alg=search_alg,
-        scheduler=_scheduler(config, epochs) if kind == "sweep" else None,
-        num_samples=num_samples,
-        max_concurrent_trials=sw.max_concurrent if kind == "sweep" else 1,
-    )
-    run_config = tune.RunConfig(
-        name=TUNE_DIR,
-        storage_path=str(sweep_dir),
-        callbacks=callbacks,
-        verbose=0,
-        failure_config=tune.FailureConfig(max_failures=0),
-    )
-    return tune.Tuner(wrapped, tune_config=tune_config, run_config=run_config)
+    else:
+        sweeping = info.command == "sweep"
+        tuner = tune.Tuner(
+            wrapped,
+            tune_config=tune.TuneConfig(
+                metric="objective",
+                mode=info.mode,
+                search_alg=searcher,
+                scheduler=make_scheduler(
+                    sw.scheduler.type if sweeping else "none",
+                    sw.scheduler.grace_period,
+                    sw.scheduler.reduction_factor,
+                    _max_epochs(config),
+                ),
+                num_samples=sw.num_samples if sweeping else 1,
+                max_concurrent_trials=sw.max_concurrent if sweeping else 1,
+            ),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=info.sweep_dir,
+                callbacks=callbacks,
+                stop=guard,
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0),
+            ),
+        )
+    grid = tuner.fit()
+    guard.raise_if_tripped(config.source)
+    errors = sum(1 for i in range(len(grid)) if grid[i].error is not None)
+    return Outcome(info.sweep, Path(info.sweep_dir), info.metric, info.mode, len(grid), errors)
+
+
+def _max_epochs(config: Config) -> int:
+    dim = config.experiment.sweep.space.get("train.epochs")
+    values = space_mod.corners(dim) if dim is not None else []
+    return int(max([config.task.train.epochs, *values]))

@@ -1,21 +1,33 @@
 """The generic `train_loop_per_worker` every Ray Train worker runs, whatever the task.
 
-Per epoch: hooks -> train -> evaluate -> hooks -> report metrics with a checkpoint. Training
-resumes from the latest checkpoint Ray Train hands back (after a worker failure or a resumed
-sweep), so a restarted run continues from the epoch after its last report.
+Per epoch: hooks -> train -> evaluate -> hooks -> the run's rank 0 writes the epoch's metric rows
+to the results store itself and tells its trial, then every rank reports to Ray Train with a
+checkpoint from rank 0. Rows are written before the checkpoint, so an epoch that trained always
+reaches the store: a kill between the two only makes the resumed run train that epoch again and
+write the same keys again (readers keep one row per key).
+
+Training resumes from the latest checkpoint Ray Train hands back (a worker failure or a resumed
+sweep): model, optimiser, schedules, hooks and every rank's RNG state, so a resumed run produces
+the metrics an uninterrupted one would have. A non-finite loss or metric (or a loss above
+`train.max_loss`) ends the run as diverged, keeping every finite epoch. After the last epoch the
+best epoch's weights predict the splits the trial asked for (test split, pseudo-label pool).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from orchestrator.plan import EndEvent, EpochEvent, Mode, Reduce, RunSpec
+
 CHECKPOINT_FILE = "state.pt"
+BEST_WEIGHTS = "model_best.pt"
 
 
 @dataclass
@@ -23,16 +35,16 @@ class Objective:
     """Tracks the value Optuna optimises: the best epoch's metric, or the last epoch's."""
 
     metric: str
-    mode: Literal["max", "min"]
-    kind: Literal["best", "last"]
+    mode: Mode
+    reduce: Reduce
     best: float = math.nan
     best_epoch: int = 0
 
     def update(self, epoch: int, metrics: dict[str, float]) -> bool:
-        """Record an epoch; True when this epoch now defines the objective."""
+        """Record an epoch; True when this epoch is the new best."""
         value = metrics.get(self.metric, math.nan)
         if math.isnan(value):
-            return self.kind == "last"
+            return False
         better = (
             math.isnan(self.best)
             or (self.mode == "max" and value > self.best)
@@ -40,92 +52,250 @@ class Objective:
         )
         if better:
             self.best, self.best_epoch = value, epoch
-        return better or self.kind == "last"
+        return better
 
     def value(self, metrics: dict[str, float]) -> float:
-        return self.best if self.kind == "best" else metrics.get(self.metric, math.nan)
+        return self.best if self.reduce == "best" else metrics.get(self.metric, math.nan)
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
 
 
-def train_loop_per_worker(payload: dict[str, Any]) -> None:
-    """Ray Train entry point. `payload` holds the resolved config and the run's paths."""
+def train_loop_per_worker(spec: RunSpec) -> None:
+    """Ray Train entry point of every worker of one run."""
     import ray.train
     import ray.train.torch
-    import torch
 
     from orchestrator.config import from_dict
     from orchestrator.registry import get_task
     from tasks.base import RunContext
     from tasks.common.torch_utils import seed_everything
 
-    # Relative paths in configs mean "relative to where the sweep was started"; Tune and Train
-    # may have moved this worker into a trial folder, so go back when that folder is here.
-    if os.path.isdir(payload["cwd"]):
-        os.chdir(payload["cwd"])
-    config = from_dict(payload["config"], source=payload["source"])
+    # Relative paths in configs mean "relative to where the sweep was started".
+    if os.path.isdir(spec.cwd):
+        os.chdir(spec.cwd)
+    config = from_dict(spec.config, source=spec.source)
     context = ray.train.get_context()
     rank = context.get_world_rank()
     seed_everything(config.experiment.seed + rank)
     task = get_task(config.experiment.task)(config.task)
     ctx = RunContext(
-        run_id=payload["run_id"],
+        run_id=spec.run_id,
         seed=config.experiment.seed,
         rank=rank,
         world_size=context.get_world_size(),
         local_rank=context.get_local_rank(),
         device=ray.train.torch.get_device(),
-        artifacts_dir=Path(payload["artifacts_dir"]),
+        artifacts_dir=Path(spec.artifacts_dir),
+        fold=spec.fold,
+        round=spec.round,
+        frames=spec.frames,
         prepare_model=ray.train.torch.prepare_model,
         prepare_loader=ray.train.torch.prepare_data_loader,
     )
+    ctx.privacy = privacy_filter(spec, task)
+    run_worker(task, ctx, spec, ray.train.get_checkpoint(), _train_report)
+
+
+def run_worker(task: Any, ctx: Any, spec: RunSpec, checkpoint: Any, report: Any) -> None:
+    """The epoch loop of one worker (separate from Ray so tests can drive it directly)."""
+    from tasks.common.template import Diverged
+
     task.setup(ctx)
-    objective = Objective(payload["metric"], payload["mode"], payload["objective"])
-    start = _restore(task, objective, ray.train.get_checkpoint(), torch)
-    epochs = config.task.train.epochs
-    for epoch in range(start, epochs + 1):
-        metrics = _run_epoch(task, epoch)
-        defines = objective.update(epoch, metrics)
-        metrics.update(
-            epoch=epoch, objective=objective.value(metrics), best_epoch=objective.best_epoch
+    objective = Objective(spec.metric, spec.mode, spec.objective)
+    start = restore(task, objective, checkpoint, ctx.rank)
+    nodes = _gather_nodes()
+    epochs = int(task.config.train.epochs)
+    status: Literal["completed", "diverged", "stopped"] = "completed"
+    reason, epoch = "", start - 1
+    for hook in task.hooks():
+        hook.on_fit_start(task)
+    try:
+        for epoch in range(start, epochs + 1):
+            if _stop_requested(spec, ctx):
+                status, reason = "stopped", "stopped by its trial"
+                break
+            try:
+                metrics = run_epoch(task, epoch, task.config.train.max_loss)
+            except Diverged as err:
+                status, reason = "diverged", str(err)
+                break
+            _finish_epoch(task, ctx, spec, objective, epoch, metrics, report)
+    finally:
+        for hook in task.hooks():
+            hook.on_fit_end(task)
+    if status == "completed" and spec.predict:
+        predict_splits(task, ctx, spec)
+    if ctx.is_main and spec.channel is not None:
+        best = {"objective": objective.best}
+        end = EndEvent(
+            spec.run_id,
+            spec.fold,
+            spec.round,
+            status,
+            epoch,
+            reason,
+            objective.best_epoch,
+            best,
+            nodes,
         )
-        if defines and ctx.is_main and ctx.artifacts_dir is not None:
-            task.save_artifacts(ctx.artifacts_dir)
-        _report(task, objective, epoch, metrics, ctx.is_main, torch)
+        import ray
+
+        ray.get(spec.channel.put.remote(end))
 
 
-def _run_epoch(task: Any, epoch: int) -> dict[str, float]:
+def run_epoch(task: Any, epoch: int, max_loss: float | None = None) -> dict[str, float]:
+    """Hooks, one epoch of training, a divergence check, evaluation, hooks."""
+    from tasks.common.template import check_finite
+
     t0 = time.perf_counter()
     for hook in task.hooks():
         hook.on_epoch_start(task, epoch)
     metrics: dict[str, float] = dict(task.train_epoch(epoch))
+    check_finite(epoch, metrics, max_loss)  # before evaluating a model full of NaNs
     metrics.update(task.evaluate(epoch))
     for hook in task.hooks():
         hook.on_epoch_end(task, epoch, metrics)
+    check_finite(epoch, metrics)
     metrics["epoch_time_s"] = time.perf_counter() - t0
     return metrics
 
 
-def _report(
-    task: Any, objective: Objective, epoch: int, metrics: dict[str, float], main: bool, torch: Any
+def _finish_epoch(
+    task: Any,
+    ctx: Any,
+    spec: RunSpec,
+    objective: Objective,
+    epoch: int,
+    metrics: dict[str, float],
+    report: Any,
 ) -> None:
-    """Every rank reports (Train V2 synchronises on it); only rank 0 attaches a checkpoint."""
-    import ray.train
+    """Best-epoch artifacts, the store rows, the trial event, then the checkpoint report."""
+    improved = objective.update(epoch, metrics)
+    metrics.update(epoch=epoch, objective=objective.value(metrics), best_epoch=objective.best_epoch)
+    if ctx.is_main:
+        if improved:
+            save_best(task, Path(spec.artifacts_dir))
+        write_epoch_rows(spec, epoch, metrics)
+        if spec.channel is not None:
+            val = task.last_val if spec.send_val else None
+            event = EpochEvent(spec.run_id, spec.fold, spec.round, epoch, dict(metrics), val)
+            import ray
 
+            ray.get(spec.channel.put.remote(event))
+    report(task, objective, epoch, metrics, ctx)
+
+
+def save_best(task: Any, directory: Path) -> None:
+    """The best epoch's weights (for prediction) and the task's artifacts."""
+    from tasks.common.io import atomic_torch_save
+
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(task.model_state(), directory / BEST_WEIGHTS)
+    task.save_artifacts(directory)
+
+
+def write_epoch_rows(spec: RunSpec, epoch: int, metrics: dict[str, float]) -> None:
+    from orchestrator.results import ResultsStore, metrics_rows
+
+    ids = {"parent_run_id": spec.parent_run_id, "fold": spec.fold, "round": spec.round}
+    skip = ("epoch", "best_epoch")
+    rows = metrics_rows(spec.sweep, spec.run_id, epoch, metrics, skip=skip, ids=ids)
+    ResultsStore(spec.store_root).write_metrics(spec.sweep, rows)
+
+
+def predict_splits(task: Any, ctx: Any, spec: RunSpec) -> None:
+    """The best weights predict each requested split; rank 0 keeps the tables for the trial."""
+    import torch
+
+    from tasks.common.io import atomic_write
+
+    directory = Path(spec.artifacts_dir)
+    state = torch.load(directory / BEST_WEIGHTS, map_location="cpu", weights_only=True)
+    task.load_model_state(state)
+    for split in spec.predict:
+        frame = task.predict(split)
+        if ctx.is_main:
+            atomic_write(directory / prediction_cache(split), frame.to_pickle)
+
+
+def prediction_cache(split: str) -> str:
+    """Internal per-run prediction table of a split (read by the trial to ensemble folds)."""
+    return f".predictions-{split}.pkl"
+
+
+def _train_report(
+    task: Any, objective: Objective, epoch: int, metrics: dict[str, float], ctx: Any
+) -> None:
+    """Every rank reports (Train V2 synchronises on it); rank 0 attaches the checkpoint."""
+    import ray.train
+    import torch
+
+    from tasks.common.torch_utils import gather_objects, rng_state
+
+    rngs = gather_objects([rng_state()])  # every rank's, so a resume continues each stream
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
-        if main:
-            state = {"task": task.state_dict(), "epoch": epoch, "objective": objective.__dict__}
+        if ctx.is_main:
+            state = {
+                "task": task.state_dict(),
+                "epoch": epoch,
+                "objective": objective.state(),
+                "rng": rngs,
+            }
             torch.save(state, Path(tmp) / CHECKPOINT_FILE)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _restore(task: Any, objective: Objective, checkpoint: Any, torch: Any) -> int:
-    """Load the latest checkpoint if Ray Train provides one; return the first epoch to run."""
+def restore(task: Any, objective: Objective, checkpoint: Any, rank: int = 0) -> int:
+    """Load the latest checkpoint if there is one; return the first epoch to run."""
     if checkpoint is None:
         return 1
+    import torch
+
+    from tasks.common.torch_utils import set_rng_state
+
     with checkpoint.as_directory() as path:
         state = torch.load(Path(path) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
     task.load_state_dict(state["task"])
     objective.best = state["objective"]["best"]
     objective.best_epoch = state["objective"]["best_epoch"]
+    rngs = state.get("rng") or []
+    if rank < len(rngs):
+        set_rng_state(rngs[rank])
     return int(state["epoch"]) + 1
+
+
+def _stop_requested(spec: RunSpec, ctx: Any) -> bool:
+    """Rank 0 asks the trial; every rank gets its answer (so all stop at the same epoch)."""
+    from tasks.common.torch_utils import gather_objects
+
+    flag = False
+    if ctx.is_main and spec.channel is not None:
+        import ray
+
+        flag = bool(ray.get(spec.channel.stopped.remote()))
+    return any(gather_objects([flag]))
+
+
+def _gather_nodes() -> list[dict[str, str]]:
+    """Node id, IP and host name of every worker of the run (stored with the run)."""
+    from tasks.common.torch_utils import gather_objects
+
+    mine: dict[str, str] = {"hostname": socket.gethostname()}
+    try:
+        import ray
+
+        mine["node_id"] = ray.get_runtime_context().get_node_id()
+        mine["ip"] = ray.util.get_node_ip_address()
+    except Exception:  # outside Ray (tests): the host name is all there is
+        pass
+    return list(gather_objects([mine]))
+
+
+def privacy_filter(spec: RunSpec, task: Any) -> Any:
+    """The filter every per-case table passes before a task writes it (see `privacy`)."""
+    from orchestrator.privacy import table_filter
+
+    return table_filter(spec.config.get("privacy") or {}, spec.secret, task.data_root())

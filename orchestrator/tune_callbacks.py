@@ -1,116 +1,61 @@
-"""Tune callbacks that run in the sweep driver: the results-store writer and progress lines."""
+"""Tune callbacks that run in the sweep driver: the trials' rows in the results store, the check
+that the sweep's metric exists, and progress lines.
+
+Metric rows are written by the runs themselves (`orchestrator.loop`, `orchestrator.trial`); the
+driver writes the trial rows of the runs table: status, parameters, resolved config, best and
+final metrics, objective, and the stored cause of a failure.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from ray.tune import Callback
+from ray.tune.stopper import Stopper
 
-from orchestrator.results import ResultsStore, metrics_rows
+from orchestrator.errors import UserError
+from orchestrator.plan import SweepInfo
+from orchestrator.results import ResultsStore
 
-SKIP_KEYS = frozenset({"checkpoint_path", "epoch"})
-
-
-def _error_text(trial: Any) -> str:
-    text = trial.get_error() or ""
-    lines = [ln for ln in str(text).splitlines() if ln.strip()]
-    return "\n".join(lines[-20:])[-4000:]
+SKIP_KEYS = frozenset({"checkpoint_path", "epoch", "step", "round", "done", "diverged"})
 
 
-class ResultsCallback(Callback):
-    """Writes every trial's rows to the results store as results arrive, so a killed sweep keeps
-    everything it reported. Holds only picklable state: Tune saves it with the experiment."""
+class MetricGuard(Stopper):
+    """Ends the sweep when the first result lacks the sweep's metric (a typo in sweep.metric).
 
-    def __init__(self, store_root: str, sweep: str, run_info: dict[str, Any]) -> None:
-        self.store_root = store_root
-        self.sweep = sweep
-        self.run_info = run_info  # task, kind, metric, mode, epochs, host, versions, git_rev, ...
-        self.started: dict[str, float] = {}
-        self.best: dict[str, dict[str, float]] = {}  # metrics of each trial's best epoch
-        self.best_checkpoint: dict[str, str] = {}  # Train keeps it: it ranks by the metric
-        self.resolver: Any = None  # trial.config -> (params, resolved config); set by the engine
+    State lives in a class-level table keyed by metric, so every copy Tune makes of the guard in
+    the driver (pickled with the experiment) sees the same answer.
+    """
 
-    def get_state(self) -> dict[str, Any]:
-        """Saved with the Tune experiment so a resumed sweep keeps start times and best epochs."""
-        return {"started": self.started, "best": self.best, "ckpt": self.best_checkpoint}
+    _missing: ClassVar[dict[str, list[str]]] = {}
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.started.update(state.get("started", {}))
-        self.best.update(state.get("best", {}))
-        self.best_checkpoint.update(state.get("ckpt", {}))
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        MetricGuard._missing.pop(metric, None)
 
-    @property
-    def store(self) -> ResultsStore:
-        return ResultsStore(self.store_root)
+    def check(self, result: dict[str, Any]) -> None:
+        if self.metric not in result and "objective" in result and not result.get("diverged"):
+            reported = sorted(k for k in result if _is_metric(k, result[k]))
+            MetricGuard._missing.setdefault(self.metric, reported)
 
-    def _row(self, trial: Any, status: str, error: str = "") -> dict[str, Any]:
-        params, config = self.resolver(trial.config)
-        last = dict(trial.last_result or {})
-        start = self.started.setdefault(trial.trial_id, time.time())
-        done = status != "running"
-        epochs = int(last.get("epoch", 0) or 0)
-        metrics = {k: v for k, v in last.items() if _is_metric(k, v)}
-        return {
-            "sweep": self.sweep,
-            "run_id": trial.trial_id,
-            "trial_id": trial.trial_id,
-            "kind": self.run_info["kind"],
-            "task": self.run_info["task"],
-            "status": status,
-            "metric": self.run_info["metric"],
-            "mode": self.run_info["mode"],
-            "objective": float(last.get("objective", math.nan)),
-            "epochs": epochs,
-            "params": json.dumps(params, sort_keys=True, default=str),
-            "config": json.dumps(config, sort_keys=True),
-            "best": json.dumps(self.best.get(trial.trial_id, {})),
-            "final": json.dumps(metrics),
-            "seed": int(config.get("seed", 0)),
-            "start_time": start,
-            "end_time": time.time() if done else math.nan,
-            "duration_s": (time.time() - start) if done else math.nan,
-            "host": self.run_info["host"],
-            "versions": json.dumps(self.run_info["versions"]),
-            "git_rev": self.run_info["git_rev"],
-            "checkpoint": self.best_checkpoint.get(
-                trial.trial_id, str(last.get("checkpoint_path") or "")
-            ),
-            "error": error,
-        }
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.stop_all()
 
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.started.setdefault(trial.trial_id, time.time())
-        self.store.write_runs(self.sweep, [self._row(trial, "running")])
+    def stop_all(self) -> bool:
+        return self.metric in MetricGuard._missing
 
-    def on_trial_result(
-        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
-    ) -> None:
-        metrics = {k: v for k, v in result.items() if _is_metric(k, v)}
-        if result.get("best_epoch") == result.get("epoch"):
-            self.best[trial.trial_id] = metrics
-            if result.get("checkpoint_path"):
-                self.best_checkpoint[trial.trial_id] = str(result["checkpoint_path"])
-        rows = metrics_rows(
-            self.sweep,
-            trial.trial_id,
-            int(result.get("epoch", result.get("training_iteration", 0))),
-            metrics,
-            wall_time=time.time(),
-            time_total_s=float(result.get("time_total_s", math.nan)),
-        )
-        if rows:
-            self.store.write_metrics(self.sweep, rows)
-
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        epochs = int((trial.last_result or {}).get("epoch", 0) or 0)
-        status = "completed" if epochs >= self.run_info["epochs"] else "stopped"
-        self.store.write_runs(self.sweep, [self._row(trial, status)])
-
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.store.write_runs(self.sweep, [self._row(trial, "error", _error_text(trial))])
+    def raise_if_tripped(self, source: str) -> None:
+        reported = MetricGuard._missing.pop(self.metric, None)
+        if reported is not None:
+            raise UserError(
+                f"the task never reports {self.metric!r}; it reports: {', '.join(reported)}",
+                source=source,
+                where="field sweep.metric",
+            )
 
 
 def _is_metric(key: str, value: Any) -> bool:
@@ -121,12 +66,133 @@ def _is_metric(key: str, value: Any) -> bool:
     return head in {"train", "val", "test"} or key in {"objective", "epoch_time_s"}
 
 
-class ProgressCallback(Callback):
-    """One rich line per epoch and per finished trial, instead of Tune's status tables."""
+class ResultsCallback(Callback):
+    """Writes each trial's runs row on start, completion and error. Picklable (Tune saves it with
+    the experiment), so a resumed sweep keeps start times and best epochs."""
 
-    def __init__(self, metric: str, epochs: int, numbering: dict[str, int] | None = None) -> None:
-        self.metric = metric
-        self.epochs = epochs
+    def __init__(self, info: SweepInfo, guard: MetricGuard) -> None:
+        self.info, self.guard = info, guard
+        self.started: dict[str, float] = {}
+        self.best: dict[str, dict[str, float]] = {}
+
+    def get_state(self) -> dict[str, Any]:
+        return {"started": self.started, "best": self.best}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.started.update(state.get("started", {}))
+        self.best.update(state.get("best", {}))
+
+    @property
+    def store(self) -> ResultsStore:
+        return ResultsStore(self.info.store_root)
+
+    def _resolved(self, trial: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        from orchestrator import space as space_mod
+        from orchestrator.engine import resolve
+        from orchestrator.privacy import redact_tree
+
+        config = resolve(self.info.config, self.info.source, self.info.space, trial.config)
+        params = (
+            space_mod.decode(config.experiment.sweep.space, trial.config) if self.info.space else {}
+        )
+        return params, redact_tree(config.to_dict())
+
+    def _row(self, trial: Any, status: str, **extra: Any) -> dict[str, Any]:
+        params, config = self._resolved(trial)
+        last = dict(trial.last_result or {})
+        start = self.started.setdefault(trial.trial_id, time.time())
+        done = status != "running"
+        best = self.best.get(trial.trial_id, {})
+        return {
+            "sweep": self.info.sweep,
+            "run_id": trial.trial_id,
+            "parent_run_id": "",
+            "command": self.info.command,
+            "task": self.info.task,
+            "status": status,
+            "metric": self.info.metric,
+            "mode": self.info.mode,
+            "objective": float(last.get("objective", math.nan)),
+            "epochs": int(last.get("epoch", 0) or 0),
+            "best_epoch": int(last["best_epoch"]) if last.get("best_epoch") else None,
+            "round": int(last["round"]) if self.info.rounds and "round" in last else None,
+            "params": json.dumps(params, sort_keys=True, default=str),
+            "config": json.dumps(config, sort_keys=True),
+            "best": json.dumps(best),
+            "final": json.dumps({k: v for k, v in last.items() if _is_metric(k, v)}),
+            "seed": int(config.get("seed", 0)),
+            "start_time": start,
+            "end_time": time.time() if done else math.nan,
+            "duration_s": (time.time() - start) if done else math.nan,
+            "host": self.info.host,
+            "nodes": str(last.get("nodes", "[]")),
+            "job_id": self.info.job_id,
+            "versions": json.dumps(self.info.versions),
+            "git_rev": self.info.git_rev,
+            "checkpoint": self._checkpoint(trial.trial_id),
+            **extra,
+        }
+
+    def _checkpoint(self, trial_id: str) -> str:
+        from orchestrator.loop import BEST_WEIGHTS
+
+        path = Path(self.info.sweep_dir) / "artifacts" / trial_id / BEST_WEIGHTS
+        return str(path.relative_to(Path(self.info.store_root))) if path.is_file() else ""
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.started.setdefault(trial.trial_id, time.time())
+        self.store.write_runs(self.info.sweep, [self._row(trial, "running")])
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        self.guard.check(result)
+        if result.get("best_epoch") == result.get("epoch") and not result.get("diverged"):
+            self.best[trial.trial_id] = {k: v for k, v in result.items() if _is_metric(k, v)}
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        if last.get("diverged"):
+            status = "diverged"
+        elif last.get("done"):
+            status = "completed"
+        else:
+            status = "pruned"
+        self.store.write_runs(self.info.sweep, [self._row(trial, status, **self._cause(trial))])
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        cause = self._cause(trial) or _tune_cause(trial)
+        self.store.write_runs(self.info.sweep, [self._row(trial, "error", **cause)])
+
+    def _cause(self, trial: Any) -> dict[str, str]:
+        from orchestrator.folds import read_failure
+        from orchestrator.privacy import redact
+
+        found = read_failure(Path(self.info.sweep_dir) / "artifacts" / trial.trial_id)
+        if not found:
+            return {}
+        tb = found.get("traceback", "") + "\n--- log ---\n" + found.get("log", "")
+        return {"error": redact(found.get("error", "")), "traceback": redact(tb)}
+
+
+def _tune_cause(trial: Any) -> dict[str, str]:
+    """The cause of an error Tune caught outside a fold run (the trial coordinator itself)."""
+    from orchestrator.privacy import redact
+
+    text = str(trial.get_error() or "")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return {
+        "error": redact(lines[-1][:500] if lines else "unknown error"),
+        "traceback": redact(text),
+    }
+
+
+class ProgressCallback(Callback):
+    """One line per epoch and per finished trial, instead of Tune's status tables."""
+
+    def __init__(self, info: SweepInfo, numbering: dict[str, int] | None = None) -> None:
+        self.metric, self.epochs = info.metric, info.epochs
+        self.store_root, self.sweep = info.store_root, info.sweep
         self.numbering = numbering if numbering is not None else {}
 
     def _label(self, trial: Any) -> str:
@@ -136,20 +202,32 @@ class ProgressCallback(Callback):
     def _print(self, text: str) -> None:
         from rich.console import Console
 
-        Console(stderr=True, highlight=False).print(text)
+        Console(stderr=True, highlight=False, soft_wrap=True).print(text)
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
+        if result.get("diverged"):
+            return
         value = result.get(self.metric, math.nan)
+        tests = [
+            f"{k} {v:.4f}" for k, v in result.items() if k.startswith("test_") and k.endswith("auc")
+        ]
         self._print(
             f"[dim]{self._label(trial)}[/dim] epoch {result.get('epoch', '?')}/{self.epochs} "
             f"{self.metric} [bold]{value:.4f}[/bold] ({result.get('epoch_time_s', 0):.1f}s)"
+            + (f" {' '.join(tests)}" if tests else "")
         )
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._print(f"[green]{self._label(trial)} finished[/green]")
+        last = trial.last_result or {}
+        word = "diverged" if last.get("diverged") else "finished" if last.get("done") else "pruned"
+        colour = "yellow" if word != "finished" else "green"
+        self._print(f"[{colour}]{self._label(trial)} {word}[/{colour}]")
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        last = _error_text(trial).splitlines()[-1:] or ["(no error text)"]
-        self._print(f"[red]{self._label(trial)} failed: {last[0]}[/red]")
+        from orchestrator.folds import read_failure
+
+        found = read_failure(Path(self.store_root) / self.sweep / "artifacts" / trial.trial_id)
+        line = (found or {}).get("error") or _tune_cause(trial)["error"]
+        self._print(f"[red]{self._label(trial)} failed: {line}[/red]")

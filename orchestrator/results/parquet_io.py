@@ -24,17 +24,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.errors import UserError
-from orchestrator.results.schema import SCHEMA_VERSION, Kind
+from orchestrator.results.schema import RENAMED, SCHEMA_VERSION, ColumnType
 
 PART_GLOB = "part-*.parquet"
 TMP_PREFIX = ".tmp-"
 
-_ARROW_TYPES: dict[Kind, pa.DataType] = {
+_ARROW_TYPES: dict[ColumnType, pa.DataType] = {
     "str": pa.string(),
     "int": pa.int64(),
     "float": pa.float64(),
 }
-_PANDAS_DTYPES: dict[Kind, Any] = {"str": "object", "int": "Int64", "float": "float64"}
+_PANDAS_DTYPES: dict[ColumnType, Any] = {"str": "object", "int": "Int64", "float": "float64"}
 _last_ns = 0
 _ns_lock = threading.Lock()
 
@@ -44,7 +44,7 @@ def compression() -> str:
     return "ZSTD" if "ZSTD" in fastparquet.compression.compressions else "SNAPPY"
 
 
-def arrow_schema(columns: Mapping[str, Kind]) -> pa.Schema:
+def arrow_schema(columns: Mapping[str, ColumnType]) -> pa.Schema:
     return pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind in columns.items()])
 
 
@@ -65,7 +65,7 @@ def list_parts(folder: Path) -> list[Path]:
     return sorted(folder.glob(PART_GLOB))
 
 
-def typed_frame(frame: pd.DataFrame, columns: Mapping[str, Kind]) -> pd.DataFrame:
+def typed_frame(frame: pd.DataFrame, columns: Mapping[str, ColumnType]) -> pd.DataFrame:
     """Exactly the schema columns with writer dtypes (object strings use None for missing)."""
     out = pd.DataFrame(index=range(len(frame)))
     for name, kind in columns.items():
@@ -134,8 +134,11 @@ def read_parts(parts: Sequence[Path], schema: pa.Schema) -> pa.Table:
 
 
 def read_part(path: Path, schema: pa.Schema) -> pa.Table:
+    """One part cast to `schema`; parts of older schemas are migrated on read (renamed columns
+    take their new names, dropped columns are ignored, new columns are null)."""
     try:
-        return pq.read_table(path, schema=schema)
+        table = pq.read_table(path)
+        return _conform(table, schema, _table_of(table, path))
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -144,6 +147,23 @@ def read_part(path: Path, schema: pa.Schema) -> pa.Table:
             "schema. Move it out of the store (or delete it) and run the command again.",
             source=path,
         ) from exc
+
+
+def _table_of(table: pa.Table, path: Path) -> str:
+    meta = table.schema.metadata or {}
+    return (meta.get(b"medsweep.table") or path.parent.name.encode()).decode()
+
+
+def _conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
+    renames = RENAMED.get(name, {})
+    table = table.rename_columns([renames.get(c, c) for c in table.column_names])
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            columns.append(table.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def to_pandas(table: pa.Table) -> pd.DataFrame:

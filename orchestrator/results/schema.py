@@ -15,21 +15,25 @@ from collections.abc import Iterable, Mapping
 from pathlib import PurePath
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-Kind = Literal["str", "int", "float"]
+ColumnType = Literal["str", "int", "float"]
 
-RUNS_COLUMNS: dict[str, Kind] = {
+RUNS_COLUMNS: dict[str, ColumnType] = {
     "sweep": "str",
     "run_id": "str",
-    "trial_id": "str",
-    "kind": "str",
+    "parent_run_id": "str",  # the trial of a fold run; empty for a trial (or a plain run)
+    "fold": "int",  # null for a trial-level row
+    "round": "int",  # pseudo-label round; null for a trial without rounds
+    "command": "str",  # the command that made it: run | sweep
     "task": "str",
+    "variant": "str",  # grid sweeps: the variant's name
     "status": "str",
     "metric": "str",
     "mode": "str",
     "objective": "float",
     "epochs": "int",
+    "best_epoch": "int",
     "params": "str",
     "config": "str",
     "best": "str",
@@ -39,16 +43,22 @@ RUNS_COLUMNS: dict[str, Kind] = {
     "end_time": "float",
     "duration_s": "float",
     "host": "str",
+    "nodes": "str",  # JSON list of the Train workers' {node_id, ip, hostname}
+    "job_id": "str",  # the Ray job (under `ray job submit`)
     "versions": "str",
     "git_rev": "str",
-    "checkpoint": "str",
-    "error": "str",
+    "checkpoint": "str",  # relative to the store root
+    "error": "str",  # one line: type and message
+    "traceback": "str",  # the cause's traceback and the run's last log lines
     "written_at": "float",
 }
 
-METRICS_COLUMNS: dict[str, Kind] = {
+METRICS_COLUMNS: dict[str, ColumnType] = {
     "sweep": "str",
     "run_id": "str",
+    "parent_run_id": "str",
+    "fold": "int",
+    "round": "int",
     "epoch": "int",
     "split": "str",
     "name": "str",
@@ -57,33 +67,42 @@ METRICS_COLUMNS: dict[str, Kind] = {
     "time_total_s": "float",
 }
 
-TABLES: dict[str, dict[str, Kind]] = {"runs": RUNS_COLUMNS, "metrics": METRICS_COLUMNS}
+# Columns renamed since schema 1 (old name -> new), applied when old parts are read.
+RENAMED: dict[str, dict[str, str]] = {"runs": {"kind": "command"}, "metrics": {}}
+
+TABLES: dict[str, dict[str, ColumnType]] = {"runs": RUNS_COLUMNS, "metrics": METRICS_COLUMNS}
 
 # Columns holding a JSON document; stored as strings so the schema stays fixed whatever the task.
-JSON_COLUMNS = ("params", "config", "best", "final", "versions")
+JSON_COLUMNS = ("params", "config", "best", "final", "versions", "nodes")
 # Rows are the same record when these match; reads keep the last written.
 KEYS: dict[str, tuple[str, ...]] = {
     "runs": ("sweep", "run_id"),
-    "metrics": ("sweep", "run_id", "epoch", "split", "name"),
+    "metrics": ("sweep", "run_id", "round", "epoch", "split", "name"),
 }
 # The column that orders rewrites of the same key (ties: file order, then row order).
 ORDER_BY = {"runs": "written_at", "metrics": "wall_time"}
 
-STATUSES = ("running", "completed", "error", "stopped")
-RUN_KINDS = ("run", "sweep")
+# stopped: schema-1 name of pruned (early-stopped by the scheduler)
+STATUSES = ("running", "completed", "pruned", "diverged", "error", "interrupted", "stopped")
+FINISHED = ("completed", "pruned", "diverged", "error", "interrupted", "stopped")
+COMMANDS = ("run", "sweep")
 MODES = ("max", "min")
 SPLITS = ("train", "val", "test")
 
 _NAN = float("nan")
 _RUN_DEFAULTS: dict[str, Any] = {
-    "trial_id": "",
-    "kind": "run",
+    "parent_run_id": "",
+    "fold": None,
+    "round": None,
+    "command": "run",
     "task": "",
+    "variant": "",
     "status": "running",
     "metric": "",
     "mode": "max",
     "objective": _NAN,
     "epochs": 0,
+    "best_epoch": None,
     "params": "{}",
     "config": "{}",
     "best": "{}",
@@ -93,15 +112,24 @@ _RUN_DEFAULTS: dict[str, Any] = {
     "end_time": _NAN,
     "duration_s": _NAN,
     "host": "",
+    "nodes": "[]",
+    "job_id": "",
     "versions": "{}",
     "git_rev": "",
     "checkpoint": "",
     "error": "",
+    "traceback": "",
 }
-_METRIC_DEFAULTS: dict[str, Any] = {"split": "", "time_total_s": _NAN}
+_METRIC_DEFAULTS: dict[str, Any] = {
+    "split": "",
+    "time_total_s": _NAN,
+    "parent_run_id": "",
+    "fold": None,
+    "round": None,
+}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "status": STATUSES,
-    "kind": RUN_KINDS,
+    "command": COMMANDS,
     "mode": MODES,
     "split": (*SPLITS, ""),
 }
@@ -171,8 +199,12 @@ def metrics_rows(
     time_total_s: float = _NAN,
     *,
     skip: Iterable[str] = (),
+    ids: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Long-format metric rows of one report; drops non-numeric values and names in `skip`."""
+    """Long-format metric rows of one report; drops non-numeric values and names in `skip`.
+
+    `ids` adds the same columns to every row (``parent_run_id``, ``fold``, ``round``).
+    """
     skipped = set(skip)
     now = time.time() if wall_time is None else float(wall_time)
     rows = []
@@ -190,6 +222,7 @@ def metrics_rows(
                 "value": float(value),
                 "wall_time": now,
                 "time_total_s": float(time_total_s),
+                **(ids or {}),
             }
         )
     return rows
@@ -213,7 +246,7 @@ def coerce_metrics_row(row: Mapping[str, Any], now: float) -> dict[str, Any]:
     return _coerce({**_METRIC_DEFAULTS, "wall_time": now, **row}, METRICS_COLUMNS)
 
 
-def _coerce(row: dict[str, Any], columns: Mapping[str, Kind]) -> dict[str, Any]:
+def _coerce(row: dict[str, Any], columns: Mapping[str, ColumnType]) -> dict[str, Any]:
     unknown = sorted(set(row) - set(columns))
     if unknown:
         raise RowError(f"unknown field(s) {unknown}; expected a subset of {list(columns)}")
@@ -223,7 +256,7 @@ def _coerce(row: dict[str, Any], columns: Mapping[str, Kind]) -> dict[str, Any]:
     return {name: _coerce_value(name, kind, row[name]) for name, kind in columns.items()}
 
 
-def _coerce_value(name: str, kind: Kind, value: Any) -> Any:
+def _coerce_value(name: str, kind: ColumnType, value: Any) -> Any:
     if name in JSON_COLUMNS:
         return _json_text(name, value)
     if kind == "float":

@@ -2,7 +2,7 @@
 
 Layout under the store root::
 
-    <root>/<sweep>/sweep.json                      sweep metadata (task, kind, metric, mode, ...)
+    <root>/<sweep>/sweep.json                      sweep metadata (task, command, metric, mode, ...)
     <root>/<sweep>/runs/part-<ns>-<uuid8>.parquet    one row per write of a run (latest wins)
     <root>/<sweep>/metrics/part-*.parquet            long-format metrics (last write per key wins)
     <root>/<sweep>/artifacts/<run_id>/...            files written by tasks, referenced by run_id
@@ -158,9 +158,15 @@ class ResultsStore:
 
     # ----- reads --------------------------------------------------------------------------
 
-    def runs(self, sweep: str | None = None) -> pd.DataFrame:
-        """Latest row per (sweep, run_id), plus `param.<key>` and `best.<name>` columns."""
+    def runs(self, sweep: str | None = None, *, folds: bool = False) -> pd.DataFrame:
+        """Latest row per (sweep, run_id), plus `param.<key>` and `best.<name>` columns.
+
+        Trial-level rows only, unless `folds` (then also the fold runs of CV trials).
+        """
         frame = self._read("runs", sweep)
+        if not folds:
+            parent = frame["parent_run_id"].fillna("")
+            frame = frame[parent == ""].reset_index(drop=True)
         return expand_json(expand_json(frame, "params", "param."), "best", "best.")
 
     def metrics(self, sweep: str | None = None, run_id: str | None = None) -> pd.DataFrame:

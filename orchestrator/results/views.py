@@ -26,9 +26,9 @@ from orchestrator.results.store import ResultsStore, utc_iso
 EXPORT_FORMATS = ("csv", "parquet")
 _DASH = "—"
 _SHOW_FIELDS = (
-    "sweep", "run_id", "trial_id", "task", "kind", "status", "metric", "mode", "objective",
-    "epochs", "seed", "start_time", "end_time", "duration_s", "host", "git_rev", "checkpoint",
-    "error", "written_at",
+    "sweep", "run_id", "parent_run_id", "fold", "round", "task", "command", "variant", "status",
+    "metric", "mode", "objective", "epochs", "best_epoch", "seed", "start_time", "end_time",
+    "duration_s", "host", "job_id", "git_rev", "checkpoint", "error", "traceback", "written_at",
 )  # fmt: skip
 _STATUS_STYLE = {"completed": "green", "running": "cyan", "error": "red", "stopped": "yellow"}
 
@@ -70,7 +70,6 @@ def _leaderboard_rows(frame: pd.DataFrame, params: Sequence[str]) -> list[dict[s
     return [
         {
             "run_id": row["run_id"],
-            "trial_id": row["trial_id"],
             "status": row["status"],
             "params": {p: _value(row.get(f"param.{p}")) for p in params},
             "objective": _value(row["objective"]),
@@ -96,7 +95,7 @@ def _leaderboard(
     for row in rows:
         status = str(row.get("status") or "")
         table.add_row(
-            row["trial_id"] or row["run_id"],
+            row["run_id"],
             *(_fmt(row["params"].get(name)) for name in params),
             _fmt(row["objective"], ".4f"),
             _fmt(row["epochs"]),
@@ -135,7 +134,7 @@ def leaderboard_for(store: ResultsStore, sweep: str, n: int = 10) -> RenderableT
 
 
 def ls(store: ResultsStore) -> list[dict[str, Any]]:
-    """One summary per sweep: task, kind, run counts, best objective, created, last written."""
+    """One summary per sweep: task, command, run counts, best objective, created, last written."""
     runs = store.runs()
     return [_summary(store, s, runs[runs["sweep"] == s]) for s in store.sweeps()]
 
@@ -150,7 +149,7 @@ def _summary(store: ResultsStore, sweep: str, runs: pd.DataFrame) -> dict[str, A
     return {
         "sweep": sweep,
         "task": info.get("task", ""),
-        "kind": info.get("kind", ""),
+        "command": info.get("command") or info.get("kind", ""),
         "runs": len(runs),
         "completed": int((runs["status"] == "completed").sum()),
         "metric": info.get("metric", ""),
@@ -166,12 +165,21 @@ def render_ls(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
         console.print("No sweeps in this results store yet.")
         return
     table = Table(title="sweeps", title_justify="left")
-    for name in ("sweep", "task", "kind", "runs", "completed", "best", "created", "last written"):
+    for name in (
+        "sweep",
+        "task",
+        "command",
+        "runs",
+        "completed",
+        "best",
+        "created",
+        "last written",
+    ):
         table.add_column(name, justify="right" if name in ("runs", "completed") else "left")
     for row in rows:
         best = _DASH if row["best"] is None else f"{row['best']:.4f} ({row['metric']})"
         table.add_row(
-            row["sweep"], row["task"], row["kind"], str(row["runs"]), str(row["completed"]),
+            row["sweep"], row["task"], row["command"], str(row["runs"]), str(row["completed"]),
             best, row["created"] or _DASH, row["last_written"] or _DASH,
         )  # fmt: skip
     console.print(table)
@@ -245,8 +253,10 @@ def render_show(console: Console, data: Mapping[str, Any]) -> None:
 def _run_facts(data: Mapping[str, Any]) -> dict[str, Any]:
     facts = {
         "task": data["task"],
-        "kind": data["kind"],
-        "trial": data["trial_id"],
+        "command": data["command"],
+        "trial": data["parent_run_id"] or None,
+        "fold": data["fold"],
+        "round": data["round"],
         "objective": _fmt(data["objective"], ".4f")
         + (f" ({data['metric']}, {data['mode']})" if data["metric"] else ""),
         "epochs": data["epochs"],
@@ -329,14 +339,13 @@ def _best_of(store: ResultsStore, sweep: str) -> dict[str, Any]:
     info = store.sweep_info(sweep)
     top = store.best(sweep, 1)
     rows = _leaderboard_rows(top, _param_names(top))
-    row: dict[str, Any] = rows[0] if rows else {"run_id": None, "trial_id": None, "params": {}}
+    row: dict[str, Any] = rows[0] if rows else {"run_id": None, "params": {}}
     return {
         "sweep": sweep,
         "task": info.get("task", ""),
         "metric": info.get("metric") or (str(top["metric"].iloc[0]) if len(top) else ""),
         "mode": info.get("mode") or "max",
         "run_id": row["run_id"],
-        "trial_id": row["trial_id"],
         "objective": row.get("objective"),
         "epochs": row.get("epochs"),
         "duration_s": row.get("duration_s"),

@@ -23,7 +23,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["binary_metrics", "group_mean_scores", "patient_metrics"]
+__all__ = [
+    "binary_metrics",
+    "classification_scores",
+    "group_mean_scores",
+    "log_loss",
+    "patient_metrics",
+]
 
 
 def _as_labels(labels: ArrayLike, name: str = "labels") -> NDArray[np.int64]:
@@ -149,3 +155,35 @@ def patient_metrics(
     """``binary_metrics`` on the mean score per group (patient-level diagnosis)."""
     y, s, _ = group_mean_scores(labels, scores, groups)
     return binary_metrics(y, s, threshold)
+
+
+def log_loss(labels: ArrayLike, scores: ArrayLike, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of probabilities (clipped to [eps, 1 - eps])."""
+    y = _as_labels(labels).astype(np.float64)
+    p = np.clip(_as_scores(scores), eps, 1 - eps)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+SCORE_KEYS = ("auc", "accuracy", "sensitivity", "specificity")
+COUNT_KEYS = ("n", "tp", "fp", "tn", "fn")
+
+
+def classification_scores(
+    predictions: Any, *, patient: bool = False, threshold: float = 0.5
+) -> dict[str, float]:
+    """Epoch metrics of per-case predictions (columns ``label``, ``score``, ``patient_id``).
+
+    Image level: auc, accuracy, sensitivity, specificity and loss (BCE of the probabilities).
+    With ``patient=True`` and a ``patient_id`` column, also the patient-level diagnosis from the
+    mean score per patient (seed 003) as ``patient_<key>``, with its counts (``patient_n``,
+    ``patient_correct``, ``patient_tp`` ...), as in seed 003's table 2 (309/346).
+    """
+    labels, scores = predictions["label"].to_numpy(), predictions["score"].to_numpy()
+    m = binary_metrics(labels, scores, threshold)
+    out = {k: float(m[k]) for k in SCORE_KEYS}
+    out["loss"] = log_loss(labels, scores)
+    if patient and "patient_id" in predictions.columns:
+        pm = patient_metrics(labels, scores, predictions["patient_id"].to_numpy(), threshold)
+        out.update({f"patient_{k}": float(pm[k]) for k in (*SCORE_KEYS, *COUNT_KEYS)})
+        out["patient_correct"] = float(pm["tp"] + pm["tn"])
+    return out

@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 from torch import nn
 from torch.optim import Optimizer
 
-from tasks.base import StrictModel, Task
+from tasks.base import Hook, StrictModel, Task
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _params(modules: Sequence[nn.Module]) -> list[nn.Parameter]:
     return list(seen.values())
 
 
-class UnfreezeSchedule:
+class UnfreezeSchedule(Hook):
     """An `EpochHook` that unfreezes backbone stages; see `UnfreezeConfig` for the options.
 
     Build it right after the optimiser (over all model parameters) and before wrapping the
@@ -229,7 +229,7 @@ class UnfreezeSchedule:
 
 
 # --------------------------------------------------------------------------------------------
-# Learning rates that follow param groups added during training
+# Learning rates: one factor function for every schedule, driving groups added later too
 # --------------------------------------------------------------------------------------------
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int = 0) -> float:
     """LR factor: linear warm-up to 1, then cosine decay to 0 at `total_steps`."""
@@ -239,10 +239,48 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int = 0) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def onecycle(
+    step: int, total_steps: int, pct: float = 0.3, div: float = 25.0, final_div: float = 1e4
+) -> float:
+    """torch's OneCycleLR (cosine) as a factor of the peak LR: up from 1/div over `pct` of the
+    steps, then down to 1/(div*final_div)."""
+    up = max(1, round(pct * total_steps))
+    lo, end = 1.0 / div, 1.0 / (div * final_div)
+    if step < up:
+        return lo + (1 - lo) * (1 - math.cos(math.pi * step / up)) / 2
+    progress = min(1.0, (step - up) / max(1, total_steps - up))
+    return end + (1 - end) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def lr_factor(
+    step: int,
+    *,
+    kind: str,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_steps: int = 0,
+    step_size: int = 10,
+    gamma: float = 0.1,
+    pct: float = 0.3,
+) -> float:
+    """The LR factor at optimiser step `step` for a `TrainConfig.scheduler` kind."""
+    if kind == "onecycle":
+        return onecycle(step, total_steps, pct)
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if kind == "cosine":
+        return warmup_cosine(step, total_steps, warmup_steps)
+    if kind == "step":
+        return float(gamma ** (step // max(1, steps_per_epoch * step_size)))
+    return 1.0
+
+
 def apply_lr_factor(optimizer: Optimizer, base_lr: float, factor: float) -> None:
-    """Every group's LR = base_lr * factor * group["lr_scale"] (default scale 1)."""
+    """Every group's LR = base_lr * factor * group["lr_scale"] (default scale 1); groups marked
+    ``fixed_lr`` keep base_lr * lr_scale (e.g. SimSiam's predictor)."""
     for group in optimizer.param_groups:
-        group["lr"] = base_lr * factor * group.get("lr_scale", 1.0)
+        f = 1.0 if group.get("fixed_lr") else factor
+        group["lr"] = base_lr * f * group.get("lr_scale", 1.0)
 
 
 class ScaledLambdaLR:
@@ -280,3 +318,40 @@ class ScaledLambdaLR:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.last_step, self.base_lr = int(state["last_step"]), float(state["base_lr"])
         self._apply()
+
+
+# --------------------------------------------------------------------------------------------
+# Values that change over epochs (loss weights): step switches and ramps
+# --------------------------------------------------------------------------------------------
+class ValueScheduleConfig(StrictModel):
+    """A value over epochs: `start` before the switch point, `end` from it on (seed 003's alpha).
+
+    The switch epoch s is `switch` * epochs when `switch` < 1 (a fraction, seed 003: 1/2), else
+    the epoch itself. `shape` step switches at s; linear and cosine ramp from `start` at
+    epoch 1 to `end` at epoch s.
+    """
+
+    start: float = Field(0.9, description="Value before the switch (alpha_high).")
+    end: float = Field(0.1, description="Value from the switch on (alpha_low).")
+    switch: float = Field(
+        0.5, gt=0, description="Switch point: a fraction of the epochs (< 1) or an epoch (>= 1)."
+    )
+    shape: Literal["step", "linear", "cosine"] = "step"
+
+
+def switch_epoch(cfg: ValueScheduleConfig, epochs: int) -> float:
+    """The epoch n from which the value is `end` (seed 003, eq. 5: n >= E/2)."""
+    return cfg.switch * epochs if cfg.switch < 1 else cfg.switch
+
+
+def scheduled_value(cfg: ValueScheduleConfig, epoch: int, epochs: int) -> float:
+    """The value in force at `epoch` (1-based)."""
+    s = switch_epoch(cfg, epochs)
+    if epoch >= s:
+        return cfg.end
+    if cfg.shape == "step" or s <= 1:
+        return cfg.start
+    t = (epoch - 1) / (s - 1)
+    if cfg.shape == "cosine":
+        t = (1 - math.cos(math.pi * t)) / 2
+    return cfg.start + (cfg.end - cfg.start) * t

@@ -13,185 +13,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tasks.common.weights import load_backbone_weights
+from tasks.detection.backbone import Backbone
+
+__all__ = ["Backbone", "CenterNet", "load_backbone_weights"]
+
 STRIDE = 4
 MAX_OBJS = 64
 HM_BIAS = -2.19  # the paper's prior: sigmoid(-2.19) ~= 0.1, so early focal loss stays stable
-MIN_MATCHED = 0.9  # fraction of backbone tensors a weights file must provide
-
-# Prefixes that wrappers put before backbone keys (DDP, torch.compile, our modules, SimSiam).
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "backbone.", "body.", "encoder.", "model.")
-
-
-# --------------------------------------------------------------------------------------------
-# Backbone: timm features_only + named stages + local weights
-# --------------------------------------------------------------------------------------------
-@dataclass
-class LoadReport:
-    """What `load_backbone_weights` matched."""
-
-    matched: int
-    total: int
-    missing: list[str]
-
-    @property
-    def fraction(self) -> float:
-        return self.matched / max(1, self.total)
-
-
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    """A flat tensor dict from .safetensors/.pth/.pt, unwrapping {"state_dict": ...}-style nests."""
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        obj: object = load_file(str(path))
-    else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model_state_dict", "model", "backbone"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
-    return {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
-
-
-def _canonical(key: str) -> str:
-    """Key without wrapper prefixes, with '_' and '.' unified.
-
-    timm's features_only wrappers flatten nested module names (``stages.0`` -> ``stages_0``), so
-    keys of the pooled classifier model (what SimSiam saves, or ImageNet checkpoints) differ from
-    the features model's keys only in these separators.
-    """
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key, stripped = key[len(prefix) :], True
-    return key.replace("_", ".")
-
-
-def load_backbone_weights(
-    module: nn.Module, path: str | Path, *, min_fraction: float = MIN_MATCHED
-) -> LoadReport:
-    """Load a local state dict into `module` by canonical key and shape (``strict=False``).
-
-    Raises:
-        ValueError: fewer than `min_fraction` of the module's tensors (running BN statistics
-            included, ``num_batches_tracked`` excluded) found a key of the same shape.
-    """
-    path = Path(path).expanduser()
-    source = {_canonical(k): v for k, v in reversed(_read_state_dict(path).items())}
-    own = {k: v for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
-    found: dict[str, Tensor] = {}
-    missing: list[str] = []
-    for key, value in own.items():
-        candidate = source.get(_canonical(key))
-        if candidate is not None and candidate.shape == value.shape:
-            found[key] = candidate
-        else:
-            missing.append(key)
-    report = LoadReport(len(found), len(own), missing)
-    if report.fraction < min_fraction:
-        raise ValueError(
-            f"{path}: only {report.matched}/{report.total} backbone tensors matched by name and "
-            f"shape (need {min_fraction:.0%}); missing e.g. {missing[:5]} — is it a checkpoint "
-            "of a different backbone?"
-        )
-    module.load_state_dict(found, strict=False)
-    return report
-
-
-def _has_tensors(m: nn.Module) -> bool:
-    return next(m.parameters(), None) is not None or next(m.buffers(), None) is not None
-
-
-class Backbone(nn.Module):
-    """A timm ``features_only`` model; forward returns the feature maps of `out_indices`.
-
-    ``pretrained=True`` needs a local `weights` file: nothing is ever downloaded.
-    """
-
-    def __init__(
-        self,
-        name: str = "resnet18",
-        *,
-        pretrained: bool = False,
-        weights: str | Path | None = None,
-        out_indices: Sequence[int] | None = None,
-    ) -> None:
-        super().__init__()
-        import timm
-
-        if pretrained and weights is None:
-            raise ValueError("pretrained=True needs a local `weights` file (nothing is downloaded)")
-        kwargs: dict[str, Any] = {} if out_indices is None else {"out_indices": tuple(out_indices)}
-        self.body = timm.create_model(name, features_only=True, pretrained=False, **kwargs)
-        self.name = name
-        info: Any = self.body.feature_info  # timm's FeatureInfo (untyped)
-        self.feature_modules: list[str] = list(info.module_name())
-        self.channels: list[int] = list(info.channels())
-        self.reductions: list[int] = list(info.reduction())
-        self.load_report = load_backbone_weights(self.body, weights) if weights else None
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        return list(self.body(x))
-
-    def _feature_paths(self) -> list[str]:
-        """Feature-point module paths as they exist in `body` (timm may flatten '.' to '_')."""
-        found = dict(self.body.named_modules())
-        paths = []
-        for name in self.feature_modules:
-            path = name if name in found else name.replace(".", "_")
-            if path not in found:
-                raise ValueError(f"feature module {name!r} not found in {self.name}")
-            paths.append(path)
-        return paths
-
-    def stages(self) -> dict[str, list[nn.Module]]:
-        """Named stages, upstream -> downstream; every module with tensors is in exactly one.
-
-        A stage ends at one feature point of `feature_info` and holds the modules since the
-        previous one (resnet: ``stem`` = conv1+bn1, then ``layer1``..``layer4``). Stages are
-        named by the feature module (dots -> underscores); a parameter-free feature point (the
-        resnet ``act1``) as first stage is called ``stem``.
-        """
-        paths = self._feature_paths()
-        groups: list[list[nn.Module]] = [[] for _ in paths]
-        pending: list[nn.Module] = []
-        closed = 0
-
-        def walk(module: nn.Module, prefix: str) -> None:
-            nonlocal closed, pending
-            for name, child in module.named_children():
-                path = prefix + name
-                if path in paths:
-                    closed = paths.index(path)
-                    groups[closed] += [*pending, child]
-                    pending = []
-                elif any(p.startswith(path + ".") for p in paths):
-                    walk(child, path + ".")
-                else:
-                    pending.append(child)
-
-        walk(self.body, "")
-        groups[-1] += pending  # trailing modules (timm usually truncates them) join the last stage
-        names = [
-            "stem"
-            if i == 0 and not _has_tensors(self.body.get_submodule(p))
-            else p.replace(".", "_")
-            for i, p in enumerate(paths)
-        ]
-        return {n: [m for m in g if _has_tensors(m)] for n, g in zip(names, groups, strict=True)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,8 +280,9 @@ def centernet_loss(
     wh_weight: float = 0.1,
     off_weight: float = 1.0,
     cls_weight: float = 1.0,
-) -> tuple[Tensor, dict[str, float]]:
-    """Total loss and its parts: focal heatmap + L1 size/offset at centres (+ CE of ``cls``)."""
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total loss and its detached parts: focal heatmap + L1 size/offset at centres (+ CE of
+    ``cls``); the parts stay tensors so logging them costs no device sync."""
     ind, mask = targets["ind"], targets["mask"]
     hm = focal_loss(out["hm"], targets["hm"])
     wh = _masked_l1(gather_at(out["wh"], ind), targets["wh"], mask)
@@ -463,7 +299,7 @@ def centernet_loss(
         total = total + cls_weight * cls
         parts["cls"] = cls
     parts["total"] = total
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    return total, {k: v.detach() for k, v in parts.items()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,52 +1,64 @@
 """Liver-tumour detection (seed 000): CenterNet on a timm backbone, staged unfreezing, COCO and
-lesion-level evaluation every epoch."""
+lesion-level evaluation every epoch.
+
+Cases are the images of the COCO files (`data.train` and `data.val`); without a `cv` section the
+two files are the training and validation splits, with one the engine splits their union by
+patient. Predictions keep each image's boxes in network pixels with the image's size, so they
+convert to COCO results (`detections`) in the image's own pixels for metrics and files.
+"""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
+import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import Dataset
 
 from orchestrator.errors import DataError
-from tasks.base import RunContext, Task
+from tasks.base import Hook
 from tasks.common.coco import load_coco_gt
 from tasks.common.detection_metrics import coco_metrics, lesion_confusion_figure, lesion_metrics
-from tasks.common.schedules import ScaledLambdaLR, UnfreezeSchedule, warmup_cosine
-from tasks.common.torch_utils import (
-    autocast,
-    build_optimizer,
-    gather_objects,
-    make_grad_scaler,
-    optimizer_step,
-)
+from tasks.common.io import atomic_save_figure, atomic_write_json
+from tasks.common.schedules import UnfreezeSchedule
+from tasks.common.template import SupervisedTask
 from tasks.detection.centernet import CenterNet, centernet_loss, decode, encode_targets
 from tasks.detection.config import DetectionConfig
 from tasks.detection.data import (
-    Categories,
     DetectionDataset,
     build_transform,
     collate,
     load_cache,
     normalize,
     photometric,
-    samples,
 )
+from tasks.detection.ensemble import fuse_detections
+from tasks.detection.frames import CocoIndex
 
 COCO_KEYS = ("mAP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-class DetectionTask(Task[DetectionConfig]):
+class DetectionTask(SupervisedTask[DetectionConfig]):
     name: ClassVar[str] = "detection"
     description: ClassVar[str] = "Liver-tumour detection in ultrasound, CenterNet (seed 000)"
     config_model = DetectionConfig
     default_metric: ClassVar[str] = "val_mAP"
     default_mode = "max"
     synth_names: ClassVar[tuple[str, ...]] = ("liver-us",)
+    predictions_file: ClassVar[str] = "detections.json"
+    case_columns: ClassVar[tuple[str, ...]] = (
+        "case",
+        "image_id",
+        "file_name",
+        "width",
+        "height",
+        "label",
+        "patient_id",
+    )
 
     # --- driver side -------------------------------------------------------------------------
     def check_data(self) -> None:
@@ -69,6 +81,19 @@ class DetectionTask(Task[DetectionConfig]):
         for split in (cfg.data.train, cfg.data.val):
             self._load(split, check_files=True)
 
+    def data_root(self) -> Path:
+        d = self.config.data
+        return Path(d.image_root or Path(d.train).parent).resolve()
+
+    def data_summary(self) -> dict[str, Any]:
+        cases = self.index().cases()
+        return {
+            "images": len(cases),
+            "lesions": int(sum(len(a) for a in cases["anns"])),
+            "labels": {str(k): int(v) for k, v in cases["label"].value_counts().items()},
+            "categories": self.index().category_names,
+        }
+
     @classmethod
     def synthesize(cls, out: Path, n: int, size: int, seed: int) -> Path:
         from tasks.detection.synth import generate
@@ -80,10 +105,9 @@ class DetectionTask(Task[DetectionConfig]):
         return m.weights_from.path if m.weights_from else m.weights
 
     def _load(self, path: str, check_files: bool = False) -> dict[str, Any]:
-        root = self.config.data.image_root
         coco, notes = load_coco_gt(
             path,
-            image_root=root,
+            image_root=self.config.data.image_root,
             check_files=check_files,
             skip_invalid=self.config.data.skip_invalid,
         )
@@ -95,171 +119,137 @@ class DetectionTask(Task[DetectionConfig]):
             )
         return coco
 
-    # --- worker side -------------------------------------------------------------------------
-    def setup(self, ctx: RunContext) -> None:
-        cfg = self.config
-        self.ctx, self.device = ctx, torch.device(ctx.device)
-        train_coco, self.val_coco = self._load(cfg.data.train), self._load(cfg.data.val)
-        self.cats = Categories.from_coco(train_coco, one_class=cfg.model.classes == "one")
-        self.val_gt = self.cats.eval_gt(self.val_coco)
-        self.train_loader = self._loader(train_coco, cfg.data.train, train=True)
-        self.val_loader = self._loader(self.val_coco, cfg.data.val, train=False)
-        model = CenterNet(
-            cfg.model.backbone,
-            self.cats.num_classes,
-            weights=self._weights_path(),
-            head_conv=cfg.model.head_conv,
-            class_agnostic=cfg.model.class_agnostic,
-            skips=cfg.model.skips,
-        )
-        self.optimizer = build_optimizer(model.parameters(), cfg.train)
-        self.schedule = UnfreezeSchedule(
-            model.stages(), self.optimizer, cfg.schedule, on_change=lambda _: self._wrap()
-        )
-        self.bare = model
-        self._wrap()
-        steps = cfg.train.epochs * len(self.train_loader)
-        warmup = cfg.train.warmup_epochs * len(self.train_loader)
-        self.lr = ScaledLambdaLR(
-            self.optimizer, partial(warmup_cosine, total_steps=steps, warmup_steps=warmup)
-        )
-        self.scaler = make_grad_scaler(self.device, cfg.train.amp)
-        self.last: dict[str, Any] = {}
-
-    def _wrap(self) -> None:
-        """(Re)wrap for DDP: it only reduces gradients of parameters trainable at wrap time."""
-        self.model = self.ctx.prepare_model(self.bare)
-
-    def _loader(self, coco: dict[str, Any], path: str, train: bool) -> DataLoader[Any]:
-        cfg = self.config
-        items = samples(coco, Path(path), cfg.data, self.cats)
-        encode = partial(
-            _encode,
-            size=cfg.data.image_size,
-            num_classes=self.cats.num_classes,
-            class_agnostic=cfg.model.class_agnostic,
-        )
-        cache = load_cache(items, cfg.data.image_size) if cfg.data.cache else None
-        ds = DetectionDataset(
-            items,
-            cfg.data.image_size,
-            build_transform(cfg.augment if train else None),
-            encode,
-            cache,
-        )
-        loader = DataLoader(
-            ds,
-            batch_size=cfg.train.batch_size * (1 if train else 2),
-            shuffle=train,
-            num_workers=cfg.train.loader_workers,
-            collate_fn=collate,
-            drop_last=train and len(ds) > cfg.train.batch_size,
-        )
-        return self.ctx.prepare_loader(loader)
-
-    def hooks(self) -> list[UnfreezeSchedule]:
-        return [self.schedule]
-
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        self.schedule.train_mode(self.model)
-        sampler = getattr(self.train_loader, "sampler", None)
-        if sampler is not None and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        t = self.config.train
-        sums: dict[str, float] = {}
-        count = 0
-        for x, targets, _ in self.train_loader:
-            x = normalize(photometric(x.to(self.device, non_blocking=True), self.config.augment))
-            targets = {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
-            with autocast(self.device, t.amp):
-                out = self.model(x)
-            loss, parts = centernet_loss(
-                out,
-                targets,
-                wh_weight=t.wh_weight,
-                off_weight=t.off_weight,
-                cls_weight=t.cls_weight,
+    def index(self) -> CocoIndex:
+        """Both COCO files, loaded once: images, annotations and categories by id."""
+        if not hasattr(self, "_index"):
+            d = self.config.data
+            files = {"train": (d.train, self._load(d.train)), "val": (d.val, self._load(d.val))}
+            self._index = CocoIndex(
+                files, d.image_root, one_class=self.config.model.classes == "one"
             )
-            optimizer_step(loss, self.optimizer, self.scaler, self.lr)
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v * len(x)
-            count += len(x)
-        totals = gather_objects([(sums, count)])
-        n = max(1, sum(c for _, c in totals))
-        keys = sums.keys() or {"total"}
-        out_metrics = {f"train_loss_{k}": sum(s.get(k, 0.0) for s, _ in totals) / n for k in keys}
-        out_metrics["train_loss"] = out_metrics.pop("train_loss_total", float("nan"))
-        out_metrics["train_lr"] = self.lr.get_last_lr()[0]
-        return out_metrics
+        return self._index
 
-    @torch.no_grad()
-    def _detections(self) -> list[dict[str, Any]]:
-        self.model.eval()
-        size = self.config.data.image_size
-        items = self.val_loader.dataset.items  # type: ignore[attr-defined]
-        dets: list[dict[str, Any]] = []
-        for x, _, idx in self.val_loader:
-            with autocast(self.device, self.config.train.amp):
-                out = self.model(normalize(x.to(self.device)))
-            decoded = decode(out, k=self.config.eval.topk, input_hw=(size, size))
-            for det, i in zip(decoded, idx.tolist(), strict=True):
-                dets += _to_coco(det, items[i], size, self.cats)
-        return gather_objects(dets)
+    def cases(self) -> pd.DataFrame:
+        return self.index().cases()
 
-    def evaluate(self, epoch: int) -> dict[str, float]:
-        dets = _unique(self._detections())
-        coco = coco_metrics(self.val_gt, dets)
-        lesion = lesion_metrics(self.val_gt, dets, iou=self.config.eval.iou)
-        self.last = {"detections": dets, "coco": coco, "lesion": lesion}
-        out = {f"val_{k}": float(coco[k]) for k in COCO_KEYS}
+    def read_cases(self, manifest: Path) -> pd.DataFrame:
+        coco = load_coco_gt(manifest, image_root=self.config.data.image_root)[0]
+        return CocoIndex({"new": (str(manifest), coco)}, self.config.data.image_root).cases()
+
+    def detections(self, predictions: pd.DataFrame) -> list[dict[str, Any]]:
+        """COCO results (image pixels) of per-image predictions."""
+        return self.index().to_coco(predictions)
+
+    def score(self, split: str, predictions: pd.DataFrame) -> dict[str, float]:
+        gt, dets = self.index().eval_pair(predictions)
+        coco = coco_metrics(gt, dets)
+        lesion = lesion_metrics(gt, dets, iou=self.config.eval.iou)
+        self.last_eval = {"detections": dets, "coco": coco, "lesion": lesion}
+        out = {k: float(coco[k]) for k in COCO_KEYS}
         for name, values in coco.get("per_class", {}).items():
-            out[f"val_AP50_{name}"] = float(values["AP50"])
+            out[f"AP50_{name}"] = float(values["AP50"])
         macro, micro = lesion["macro"], lesion["micro"]
         out.update(
-            val_lesion_f1=float(macro["f1"]),
-            val_lesion_precision=float(macro["precision"]),
-            val_lesion_recall=float(macro["recall"]),
-            val_lesion_micro_f1=float(micro["f1"]),
-            val_lesion_threshold=float(lesion["threshold"]),
+            lesion_f1=float(macro["f1"]),
+            lesion_precision=float(macro["precision"]),
+            lesion_recall=float(macro["recall"]),
+            lesion_micro_f1=float(micro["f1"]),
+            lesion_threshold=float(lesion["threshold"]),
         )
         return out
 
-    def state_dict(self) -> dict[str, Any]:
+    @classmethod
+    def ensemble(cls, predictions: Sequence[pd.DataFrame]) -> pd.DataFrame:
+        """Fold models' boxes fused per image (score-weighted boxes, mean scores)."""
+        return fuse_detections(predictions)
+
+    @classmethod
+    def pseudo_labels(cls, predictions: pd.DataFrame, high: float, low: float) -> pd.DataFrame:
+        raise NotImplementedError("pseudo-labelling is not defined for detection")
+
+    def write_predictions(self, predictions: pd.DataFrame, path: Path) -> Path:
+        """COCO results JSON, readable by `medsweep eval detection --pred`."""
+        return atomic_write_json(path, self.detections(predictions))
+
+    # --- worker side -------------------------------------------------------------------------
+    def default_frames(self) -> dict[str, pd.DataFrame]:
+        cases = self.cases()
+        by_file = cases["_file"]
         return {
-            "model": self.bare.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "lr": self.lr.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "train": cases[by_file == "train"].reset_index(drop=True),
+            "val": cases[by_file == "val"].reset_index(drop=True),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.bare.load_state_dict(state["model"])
-        self.schedule.load_state_dict(state["schedule"])  # re-creates param groups first
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr.load_state_dict(state["lr"])
-        self.scaler.load_state_dict(state["scaler"])
-        self._wrap()
+    def dataset(self, frame: pd.DataFrame, train: bool) -> Dataset[Any]:
+        cfg, index = self.config, self.index()
+        items = [index.sample(row) for row in frame.itertuples(index=False)]
+        encode = partial(
+            _encode,
+            size=cfg.data.image_size,
+            num_classes=index.num_classes,
+            class_agnostic=cfg.model.class_agnostic,
+        )
+        cache = load_cache(items, cfg.data.image_size) if cfg.data.cache else None
+        transform = build_transform(cfg.augment if train else None)
+        return DetectionDataset(items, cfg.data.image_size, transform, encode, cache)
 
-    def save_artifacts(self, directory: Path) -> list[Path]:
-        """Best-epoch detections (COCO results), COCO and lesion metrics, confusion heatmap."""
-        if not self.last:
+    def collate_fn(self) -> Any:
+        return collate
+
+    def build_model(self) -> nn.Module:
+        m = self.config.model
+        return CenterNet(
+            m.backbone,
+            self.index().num_classes,
+            weights=self._weights_path(),
+            head_conv=m.head_conv,
+            class_agnostic=m.class_agnostic,
+            skips=m.skips,
+        )
+
+    def build_hooks(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> list[Hook]:
+        assert isinstance(model, CenterNet)
+        self.schedule = UnfreezeSchedule(
+            model.stages(), optimizer, self.config.schedule, on_change=lambda _: self.wrap()
+        )
+        return [self.schedule]
+
+    def train_mode(self) -> None:
+        self.schedule.train_mode(self.model)
+
+    def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        x, targets, _ = batch
+        t = self.config.train
+        out = self.model(normalize(photometric(x, self.config.augment)))
+        loss, parts = centernet_loss(
+            out, targets, wh_weight=t.wh_weight, off_weight=t.off_weight, cls_weight=t.cls_weight
+        )
+        parts.pop("total")
+        return {"loss": loss, **{f"loss_{k}": v for k, v in parts.items()}}
+
+    def predict_step(self, batch: Any) -> dict[str, Any]:
+        size = self.config.data.image_size
+        out = self.bare(normalize(batch[0]))
+        decoded = decode(out, k=self.config.eval.topk, input_hw=(size, size))
+        return {
+            "boxes": [d["boxes"].float().cpu().numpy() for d in decoded],
+            "scores": [d["scores"].float().cpu().numpy() for d in decoded],
+            "labels": [d["labels"].cpu().numpy() for d in decoded],
+            "net_size": torch.full((len(decoded),), float(size)),
+        }
+
+    def extra_artifacts(self, directory: Path) -> list[Path]:
+        """Best-epoch COCO and lesion metrics, and the lesion confusion heatmap."""
+        last = getattr(self, "last_eval", None)
+        if not last:
             return []
-        directory.mkdir(parents=True, exist_ok=True)
-        files = {
-            "val_detections.json": self.last["detections"],
-            "val_coco.json": self.last["coco"],
-            "val_lesion.json": self.last["lesion"],
-        }
-        written = []
-        for name, obj in files.items():
-            written.append(_atomic_write(directory / name, json.dumps(obj)))
-        fig = lesion_confusion_figure(self.last["lesion"])
-        png = directory / "val_lesion_confusion.png"
-        fig.savefig(png.with_suffix(".tmp.png"), dpi=120, bbox_inches="tight")
-        png.with_suffix(".tmp.png").replace(png)
-        written.append(png)
-        return written
+        return [
+            atomic_write_json(directory / "val_coco.json", last["coco"]),
+            atomic_write_json(directory / "val_lesion.json", last["lesion"]),
+            atomic_save_figure(
+                lesion_confusion_figure(last["lesion"]), directory / "val_lesion_confusion.png"
+            ),
+        ]
 
 
 def _encode(
@@ -269,50 +259,3 @@ def _encode(
     return encode_targets(
         boxes, labels, (size // stride, size // stride), num_classes, class_agnostic
     )
-
-
-def _to_coco(
-    det: dict[str, torch.Tensor], item: Any, size: int, cats: Categories
-) -> list[dict[str, Any]]:
-    """Decoded boxes (network pixels) -> COCO results in the image's own pixels."""
-    scale = np.array([item.width / size, item.height / size] * 2, dtype=np.float64)
-    boxes = det["boxes"].cpu().numpy().astype(np.float64) * scale
-    out = []
-    for (x1, y1, x2, y2), score, label in zip(
-        boxes.tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True
-    ):
-        if x2 - x1 <= 0 or y2 - y1 <= 0:
-            continue
-        out.append(
-            {
-                "image_id": item.image_id,
-                "category_id": cats.category_id(int(label)),
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "score": float(score),
-            }
-        )
-    return out
-
-
-def _unique(dets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Drop the copies a DistributedSampler's padding adds (same image evaluated twice)."""
-    seen: set[tuple[Any, ...]] = set()
-    out = []
-    for d in dets:
-        key = (
-            d["image_id"],
-            d["category_id"],
-            round(d["score"], 7),
-            *map(lambda v: round(v, 3), d["bbox"]),
-        )
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
-    return out
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path

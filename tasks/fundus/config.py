@@ -24,19 +24,13 @@ class FundusData(StrictModel):
     )
     image_root: str | None = Field(None, description="Base folder of relative paths (CSV folder).")
     image_size: int = Field(96, ge=16, le=2048)
-    val_fraction: float = Field(0.25, gt=0, lt=1, description="Hold-out share when folds is unset.")
-    folds: int | None = Field(None, ge=2, description="k of a stratified (grouped) k-fold split.")
-    fold: int = Field(0, ge=0, description="Which fold is the validation split.")
+    val_fraction: float = Field(
+        0.25, gt=0, lt=1, description="Validation hold-out share (without a `cv` section)."
+    )
     split_seed: int = Field(0, description="Fixed across trials so every trial sees one split.")
     crop_border: bool = Field(True, description="Crop the black border around the fundus.")
     border_threshold: int = Field(10, ge=0, le=255)
     cache: bool = Field(True, description="Decode all images once into memory.")
-
-    @model_validator(mode="after")
-    def _fold_in_range(self) -> FundusData:
-        if self.folds is not None and self.fold >= self.folds:
-            raise ValueError(f"fold {self.fold} does not exist with folds={self.folds}")
-        return self
 
 
 class FundusModel(StrictModel):
@@ -66,8 +60,6 @@ class FundusTrain(TrainConfig):
     )
     loss: Literal["bce", "focal"] = "bce"
     focal_gamma: float = Field(2.0, ge=0)
-    scheduler: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
     tta: bool = Field(False, description="Average predictions over horizontal flips at eval.")
 
 

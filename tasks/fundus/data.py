@@ -1,4 +1,4 @@
-"""Fundus data: patient-grouped stratified splits, border cropping, cached tensors, augmentation."""
+"""Fundus data: border cropping, cached decoded images, augmentation, datasets over case tables."""
 
 from __future__ import annotations
 
@@ -14,32 +14,6 @@ from torchvision.transforms import v2
 from tasks.common.manifest import load_image
 from tasks.common.torch_utils import IMAGENET_MEAN, IMAGENET_STD
 from tasks.fundus.config import FundusAugment, FundusData
-
-
-def split_indices(df: pd.DataFrame, cfg: FundusData) -> tuple[np.ndarray, np.ndarray]:
-    """Train/val row indices: stratified by label, and grouped by patient when patient_id exists.
-
-    Both eyes of one patient always land on the same side, so validation AUC is patient-safe.
-    With `folds` set the validation split is fold `fold` of a k-fold split; otherwise a hold-out
-    of about `val_fraction` (grouped hold-outs use the nearest 1/k fold).
-    """
-    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
-
-    labels = df["label"].to_numpy()
-    index = np.arange(len(df))
-    has_groups = "patient_id" in df.columns and df["patient_id"].notna().all()
-    if cfg.folds is None and not has_groups:
-        train, val = train_test_split(
-            index, test_size=cfg.val_fraction, stratify=labels, random_state=cfg.split_seed
-        )
-        return np.sort(train), np.sort(val)
-    groups = df["patient_id"].to_numpy() if has_groups else index
-    k = cfg.folds or max(2, round(1 / cfg.val_fraction))
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=cfg.split_seed)
-    for i, (train, val) in enumerate(splitter.split(index, labels, groups)):
-        if i == cfg.fold:
-            return train, val
-    raise AssertionError("unreachable: fold is validated against folds")
 
 
 def crop_black_border(rgb: np.ndarray, threshold: int) -> np.ndarray:
@@ -74,36 +48,45 @@ def build_transform(aug: FundusAugment, train: bool) -> v2.Compose:
     return v2.Compose(steps)
 
 
+class ImageCache:
+    """Decoded images by path, filled on first use (errors name the manifest line)."""
+
+    def __init__(self, cfg: FundusData) -> None:
+        self.cfg = cfg
+        self.images: dict[str, np.ndarray] = {}
+
+    def fill(self, frame: pd.DataFrame) -> None:
+        for path, line in zip(frame["path"].astype(str), _lines(frame), strict=True):
+            if path not in self.images:
+                self.images[path] = read_fundus(path, self.cfg, line)
+
+    def get(self, path: str, line: int | None) -> np.ndarray:
+        image = self.images.get(path)
+        return image if image is not None else read_fundus(path, self.cfg, line)
+
+
+def _lines(frame: pd.DataFrame) -> list[int | None]:
+    if "line" not in frame.columns:
+        return [None] * len(frame)
+    return [None if pd.isna(v) else int(v) for v in frame["line"]]
+
+
 class FundusDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
-    """Rows of a manifest; yields (image, label, row index) so predictions can be de-duplicated."""
+    """Rows of a case table; yields (image, label, row position)."""
 
     def __init__(
-        self,
-        df: pd.DataFrame,
-        rows: np.ndarray,
-        cfg: FundusData,
-        transform: v2.Compose,
-        cache: dict[int, np.ndarray] | None = None,
+        self, frame: pd.DataFrame, transform: v2.Compose, cache: ImageCache, cfg: FundusData
     ) -> None:
-        self.rows, self.cfg, self.transform, self.cache = rows, cfg, transform, cache
-        self.paths: list[str] = df["path"].astype(str).tolist()
-        self.lines: list[int] = df["line"].astype(int).tolist()
-        self.labels: list[float] = df["label"].astype(float).tolist()
+        self.transform, self.cache, self.cfg = transform, cache, cfg
+        self.paths: list[str] = frame["path"].astype(str).tolist()
+        self.lines = _lines(frame)
+        labels = frame["label"] if "label" in frame.columns else pd.Series([-1] * len(frame))
+        self.labels: list[float] = labels.fillna(-1).astype(float).tolist()
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        row = int(self.rows[i])
-        if self.cache is not None:
-            image = self.cache[row]
-        else:
-            image = read_fundus(self.paths[row], self.cfg, self.lines[row])
+        image = self.cache.get(self.paths[i], self.lines[i])
         x = self.transform(torch.from_numpy(image))
-        return x, torch.tensor(self.labels[row]), row
-
-
-def load_cache(df: pd.DataFrame, rows: np.ndarray, cfg: FundusData) -> dict[int, np.ndarray]:
-    """Decode the given rows once (errors name the manifest line)."""
-    paths, lines = df["path"].astype(str).tolist(), df["line"].astype(int).tolist()
-    return {int(r): read_fundus(paths[r], cfg, lines[r]) for r in rows}
+        return x, torch.tensor(self.labels[i]), i

@@ -60,10 +60,7 @@ class SimSiamAugment(StrictModel):
 
 class SimSiamTrain(TrainConfig):
     lr: float = Field(0.05, gt=0, description="Peak LR (the paper: 0.05 * batch_size / 256, SGD).")
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
-    scheduler: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
+    optimizer: Literal["adamw", "adam", "sgd"] = "sgd"
     fix_pred_lr: bool = Field(True, description="The paper: the predictor's LR is not decayed.")
 
 

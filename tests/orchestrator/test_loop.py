@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import math
 
-from orchestrator.loop import Objective, _run_epoch
+from orchestrator.loop import Objective, run_epoch
 
 
 def test_objective_best_tracks_the_best_epoch() -> None:
@@ -16,8 +16,8 @@ def test_objective_best_tracks_the_best_epoch() -> None:
 def test_objective_last_and_min_mode() -> None:
     obj = Objective("val_loss", "min", "last")
     assert obj.update(1, {"val_loss": 0.5})
-    assert obj.update(2, {"val_loss": 0.9})  # the last epoch always defines a "last" objective
-    assert obj.value({"val_loss": 0.9}) == 0.9
+    assert not obj.update(2, {"val_loss": 0.9})  # not a new best: the best weights stay
+    assert obj.value({"val_loss": 0.9}) == 0.9  # but a "last" objective is the last epoch's
     assert obj.best == 0.5 and obj.best_epoch == 1
     missing = Objective("val_auc", "max", "best")
     assert not missing.update(1, {})
@@ -53,6 +53,6 @@ class _Task:
 
 def test_hooks_wrap_each_epoch_in_order() -> None:
     task = _Task()
-    metrics = _run_epoch(task, 3)
+    metrics = run_epoch(task, 3)
     assert task.log == ["start3", "train", "eval", "end3:['train_loss', 'val_auc']"]
     assert metrics["val_auc"] == 0.9 and metrics["epoch_time_s"] >= 0

@@ -33,7 +33,9 @@ def run(run_id: str, **fields: Any) -> dict[str, Any]:
 @pytest.fixture
 def store(tmp_path: Path) -> ResultsStore:
     store = ResultsStore(tmp_path / "medsweep_results")
-    store.init_sweep("s1", {"task": "fundus", "kind": "sweep", "metric": "val_auc", "mode": "max"})
+    store.init_sweep(
+        "s1", {"task": "fundus", "command": "sweep", "metric": "val_auc", "mode": "max"}
+    )
     return store
 
 
@@ -213,13 +215,15 @@ def test_best_uses_sweep_mode(store: ResultsStore) -> None:
     store.write_runs("s1", [run("ccc333", status="error")])  # NaN objective: excluded
     assert store.best("s1")["run_id"].tolist() == ["bbb222", "aaa111"]
     assert store.best("s1", n=1)["run_id"].tolist() == ["bbb222"]
-    store.init_sweep("s1", {"task": "fundus", "kind": "sweep", "metric": "val_loss", "mode": "min"})
+    store.init_sweep(
+        "s1", {"task": "fundus", "command": "sweep", "metric": "val_loss", "mode": "min"}
+    )
     assert store.best("s1")["run_id"].tolist() == ["aaa111", "bbb222"]
 
 
 def test_resolve_run(store: ResultsStore) -> None:
     fill(store)
-    store.init_sweep("s2", {"task": "fundus", "kind": "run"})
+    store.init_sweep("s2", {"task": "fundus", "command": "run"})
     store.write_runs("s2", [run("aaa999")])
     assert store.resolve_run("bbb") == ("s1", "bbb222")
     assert store.resolve_run("aaa111") == ("s1", "aaa111")
@@ -233,9 +237,9 @@ def test_resolve_run(store: ResultsStore) -> None:
 def test_sweep_metadata(store: ResultsStore) -> None:
     info = store.sweep_info("s1")
     assert info["task"] == "fundus" and info["sweep"] == "s1" and info["created"]
-    store.init_sweep("s1", {"task": "fundus", "kind": "sweep", "created": "later"})
+    store.init_sweep("s1", {"task": "fundus", "command": "sweep", "created": "later"})
     assert store.sweep_info("s1")["created"] == info["created"]  # resume keeps creation time
-    assert json.loads((store.sweep_dir("s1") / "sweep.json").read_text())["kind"] == "sweep"
+    assert json.loads((store.sweep_dir("s1") / "sweep.json").read_text())["command"] == "sweep"
     store.write_runs("bare", [run("x")])  # parts without sweep.json still count as a sweep
     assert store.sweeps() == ["bare", "s1"]
     assert store.artifacts_dir("s1", "r1") == store.root / "s1" / "artifacts" / "r1"

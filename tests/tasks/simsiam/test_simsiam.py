@@ -88,7 +88,7 @@ def test_task_trains_evaluates_and_saves_a_backbone_for_centernet(
     task = SimSiamTask(_config(image_dir))
     task.check_data()
     task.setup(RunContext(run_id="t", seed=0))
-    assert len(task.train_loader.dataset) == 9 and len(task.val_loader.dataset) == 3  # type: ignore[arg-type]
+    assert len(task.frames["train"]) == 9 and len(task.frames["val"]) == 3
     train = task.train_epoch(1)
     assert set(train) == {"train_loss", "train_std", "train_lr"}
     first, again = task.evaluate(1), task.evaluate(1)
@@ -101,12 +101,13 @@ def test_task_trains_evaluates_and_saves_a_backbone_for_centernet(
     other.load_state_dict(state)
     assert other.evaluate(1) == first
 
-    (path,) = task.save_artifacts(tmp_path)
-    assert path.name == "backbone.pt"
+    paths = task.save_artifacts(tmp_path)
+    assert [p.name for p in paths] == ["val_predictions.csv", "backbone.pt"]
+    path = paths[-1]
     detector = CenterNet("resnet10t", 4, weights=path)
     report = detector.backbone.load_report
     assert report is not None and report.fraction >= 0.9
-    encoder = task._bare_model().encoder.state_dict()
+    encoder = task.bare.encoder.state_dict()
     assert torch.equal(
         detector.backbone.body.state_dict()["layer4.0.conv1.weight"],
         encoder["layer4.0.conv1.weight"],
@@ -116,7 +117,9 @@ def test_task_trains_evaluates_and_saves_a_backbone_for_centernet(
 def test_adamw_constant_lr_and_fixed_predictor_lr(image_dir: Path) -> None:
     task = SimSiamTask(_config(image_dir, optimizer="adamw", lr=1e-3, scheduler="constant"))
     task.setup(RunContext(run_id="t", seed=0))
-    assert isinstance(task.optimizer, torch.optim.AdamW) and task.scheduler is None
+    assert isinstance(task.optimizer, torch.optim.AdamW)
+    task.train_epoch(1)
+    assert [g["lr"] for g in task.optimizer.param_groups] == pytest.approx([1e-3, 1e-3])
     cosine = SimSiamTask(_config(image_dir, epochs=1))
     cosine.setup(RunContext(run_id="t", seed=0))
     cosine.train_epoch(1)

@@ -31,12 +31,13 @@ def build(root: Path) -> ResultsStore:
     store = ResultsStore(root)
     for sweep, runs in RUNS.items():
         mode = "min" if sweep == "det" else "max"
-        store.init_sweep(sweep, {"task": sweep, "kind": "sweep", "metric": "val_auc", "mode": mode})
+        store.init_sweep(
+            sweep, {"task": sweep, "command": "sweep", "metric": "val_auc", "mode": mode}
+        )
         for i, (rid, lr, model, score) in enumerate(runs):
             status = "error" if score is None else "completed"
             row: dict[str, Any] = {
                 "run_id": rid,
-                "trial_id": f"t{i}",
                 "status": status,
                 "params": {"train.lr": lr, "model": model},
                 "objective": score,
@@ -154,13 +155,13 @@ def test_views_on_empty_store(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "empty")
     assert views.ls(store) == []
     assert "No sweeps" in render(views.render_ls, [])
-    store.init_sweep("new", {"task": "fundus", "kind": "sweep", "metric": "val_auc"})
+    store.init_sweep("new", {"task": "fundus", "command": "sweep", "metric": "val_auc"})
     assert views.best(store, "new")["rows"] == []
     assert as_json(views.compare(store, ["new"]))[0]["objective"] is None
 
 
 def test_render_dispatch_covers_every_cli_command(store: ResultsStore, tmp_path: Path) -> None:
-    store.init_sweep("unix", {"task": "t", "kind": "run", "created": 1_700_000_000.0})
+    store.init_sweep("unix", {"task": "t", "command": "run", "created": 1_700_000_000.0})
     datas: dict[str, Any] = {
         "ls": views.ls(store),
         "show": views.show(store, "d-b2"),
@@ -182,5 +183,5 @@ def test_leaderboard_for(store: ResultsStore) -> None:
     console = Console(record=True, width=200, color_system=None)
     console.print(views.leaderboard_for(store, "det"))
     text = console.export_text()
-    assert text.index("t0 ") < text.index("t1 ")  # det is mode=min: 0.40 (t0) before 0.55
+    assert text.index("d-a1 ") < text.index("d-b2 ")  # det is mode=min: 0.40 before 0.55
     assert "lower is better" in text

@@ -1,0 +1,1 @@
+"""Attention Branch Network with lung-mask supervision and a dynamic loss weight (seed 003)."""
