@@ -79,21 +79,43 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from orchestrator.registry import get_task
 
     config = _load(args)
+    task = get_task(config.experiment.task)(config.task)
+    summary = None
     if args.check_data:
-        get_task(config.experiment.task)(config.task).check_data()
+        from orchestrator.engine import check_data
+
+        check_data(task, config.source)
+        summary = {**task.data_summary(), **({"created": task.notes} if task.notes else {})}
     if args.json:
         _print_json(config.to_dict())
         return EXIT_OK
     con = _console()
     sw = config.experiment.sweep
+    search = (
+        f"a grid of {len(sw.variants)} variants"
+        if sw.variants
+        else f"{len(sw.space)} searched fields, space size {space.size(sw.space):g}"
+    )
     con.print(
         f"[green]OK[/green] {args.config}: task [bold]{config.experiment.task}[/bold], "
-        f"metric {config.metric} ({config.mode}), {len(sw.space)} searched fields, "
-        f"space size {space.size(sw.space)}"
+        f"metric {config.metric} ({config.mode}), {search}"
     )
+    if summary is not None:
+        _print_summary(con, summary)
     if args.resolved:
         con.print(config.to_yaml(), markup=False)
     return EXIT_OK
+
+
+def _print_summary(con: Any, summary: dict[str, Any]) -> None:
+    """`validate --check-data`: what the data is (counts per label, patients, sources)."""
+    con.print("[bold]data[/bold]")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = "; ".join(map(str, value))
+        con.print(f"  {key}: {value}", markup=False)
 
 
 def _execute(args: argparse.Namespace, command: str) -> int:
@@ -125,6 +147,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return _execute(args, "sweep")
 
 
+def cmd_results_table(args: argparse.Namespace) -> int:
+    from orchestrator.results import ResultsStore
+    from orchestrator.results import table as table_mod
+
+    data = table_mod.table(ResultsStore(args.store), args.sweep)
+    if args.plot:
+        table_mod.scatter(data, Path(args.plot))
+    if args.json:
+        _print_json(data)
+    elif args.csv:
+        sys.stdout.write(table_mod.write_csv(data, None))
+    else:
+        table_mod.render_table(_console(), data)
+        if args.plot:
+            _console().print(f"scatter plot: {args.plot}")
+    return EXIT_OK
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     from orchestrator.results import ResultsStore, views
 
@@ -142,6 +182,20 @@ def cmd_results(args: argparse.Namespace) -> int:
         _print_json(data)
     else:
         views.render(args.results_cmd, data, _console())
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from orchestrator.predict import predict
+
+    result = predict(args.store, args.run, Path(args.data), Path(args.out), device=args.device)
+    if args.json:
+        _print_json(result)
+    else:
+        _console().print(
+            f"wrote {result['cases']} predictions of {result['sweep']}/{result['run_id']} "
+            f"({result['models']} model(s)) to {result['out']}"
+        )
     return EXIT_OK
 
 
@@ -186,6 +240,12 @@ def cmd_data_tool(args: argparse.Namespace) -> int:
     from orchestrator.registry import run_data_tool
 
     return run_data_tool(args.data_cmd, list(args.tool_args))
+
+
+def cmd_evaluator(args: argparse.Namespace) -> int:
+    from orchestrator.registry import run_evaluator
+
+    return run_evaluator(args.eval_cmd, list(args.tool_args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -237,6 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     _add_results_parser(sub)
+    p = sub.add_parser(
+        "predict",
+        help="per-case predictions of a stored run (a CV trial: its fold ensemble) on new data",
+    )
+    p.add_argument(
+        "run", metavar="RUN_OR_SWEEP", help="run id (or unique prefix), or a sweep (its best trial)"
+    )
+    p.add_argument("--data", required=True, help="a manifest in the task's input format")
+    p.add_argument("--out", required=True, help="output file (CSV, or COCO JSON for detection)")
+    p.add_argument("--store", default="medsweep_results", help="results store folder")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=cmd_predict)
     _add_eval_parser(sub)
 
     p = sub.add_parser("data", help="dataset tools")
@@ -286,6 +359,23 @@ def _add_results_parser(sub: Any) -> None:
     for action in rsub.choices.values():
         action.add_argument("--json", action="store_true", help="one JSON object on stdout")
         action.set_defaults(func=cmd_results)
+    r = rsub.add_parser(
+        "table",
+        help="one row per trial (and pseudo-label round): variant, CV metric and test metric, "
+        "with their Pearson and Spearman correlation",
+    )
+    r.add_argument("sweep")
+    r.add_argument("--plot", metavar="FILE.png", help="also write the CV-versus-test scatter")
+    out = r.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    out.add_argument("--csv", action="store_true", help="CSV on stdout")
+    r.set_defaults(func=cmd_results_table)
+    for action in rsub.choices.values():  # `results best SWEEP --store DIR` parses too
+        action.add_argument(
+            "--store",
+            default=argparse.SUPPRESS,
+            help="results store folder (default: medsweep_results)",
+        )
 
 
 def _add_eval_parser(sub: Any) -> None:
@@ -311,10 +401,46 @@ def _add_eval_parser(sub: Any) -> None:
     )
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_eval_detection)
+    from orchestrator.registry import evaluators
+
+    for name, target in sorted(evaluators().items()):
+        t = esub.add_parser(
+            name, help=f"{name} evaluator ({target.split(':')[0]}); see its --help", add_help=False
+        )
+        t.add_argument("tool_args", nargs=argparse.REMAINDER)
+        t.set_defaults(func=cmd_evaluator)
+
+
+def _family_command(argv: list[str]) -> tuple[str, str, list[str]] | None:
+    """`data TOOL ...` / `eval EVALUATOR ...` of a task family: the tool parses its own
+    arguments (argparse's REMAINDER would swallow or reject its leading options)."""
+    from orchestrator.registry import data_tools, evaluators
+
+    rest = [a for a in argv if a != "--debug"]
+    if len(rest) >= 2 and rest[0] == "data" and rest[1] in data_tools():
+        return "data", rest[1], rest[2:]
+    if len(rest) >= 2 and rest[0] == "eval" and rest[1] in evaluators():
+        return "eval", rest[1], rest[2:]
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    family = _family_command(argv)
+    if family is not None:
+        group, name, rest = family
+        ns = argparse.Namespace(
+            debug="--debug" in argv,
+            data_cmd=name,
+            eval_cmd=name,
+            tool_args=rest,
+            func=cmd_data_tool if group == "data" else cmd_evaluator,
+        )
+        return _run(ns)
+    return _run(build_parser().parse_args(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except UserError as err:

@@ -68,15 +68,39 @@ class Sweep(StrictModel):
     objective: Literal["best", "last"] = Field(
         "best", description="Optuna value: the best epoch's metric or the last epoch's."
     )
-    num_samples: int = Field(8, ge=1)
+    num_samples: int = Field(8, ge=1, description="Trials (grid sweeps: one per grid point).")
     max_concurrent: int = Field(1, ge=1)
-    sampler: Literal["tpe", "random"] = "tpe"
+    sampler: Literal["tpe", "random", "grid"] = Field(
+        "tpe", description="grid: every variant (or point of a finite space) exactly once."
+    )
     seed: int | None = Field(None, description="Sampler seed; defaults to the experiment seed.")
     storage: str | None = Field(
         None, description="Optuna RDB URL; default a journal file in the sweep folder."
     )
     scheduler: Scheduler = Field(default_factory=Scheduler)
     space: dict[str, Dimension] = Field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Grid sweeps: named sets of dotted overrides of the base config, one trial "
+        "each (seed 002's experiments 000-029).",
+    )
+
+    @model_validator(mode="after")
+    def _grid(self) -> Sweep:
+        if self.variants and self.sampler != "grid":
+            raise ValueError("variants need sampler: grid")
+        if self.variants and self.space:
+            raise ValueError("a grid sweep takes variants or a space, not both")
+        if self.sampler == "grid" and not self.variants and not self.space:
+            raise ValueError("sampler: grid needs variants or a space")
+        if self.sampler == "grid" and self.space:
+            from orchestrator.space import grid
+
+            grid(self.space)  # ValueError names a continuous dimension
+        bad = [n for n in self.variants if not NAME_RE.match(str(n))]
+        if bad:
+            raise ValueError(f"variant name {bad[0]!r}: use letters, digits, '.', '_' and '-'")
+        return self
 
 
 class Store(StrictModel):
@@ -203,12 +227,14 @@ class Config:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    def with_overrides(self, overrides: dict[str, Any], source: str | None = None) -> Config:
+    def with_overrides(
+        self, overrides: dict[str, Any], source: str | None = None, *, check_sweep: bool = True
+    ) -> Config:
         """A new validated config with dotted-path overrides applied."""
         raw = self.to_dict()
         for key, value in overrides.items():
             set_path(raw, key, value, source=source or self.source)
-        return from_dict(raw, source=source or self.source)
+        return from_dict(raw, source=source or self.source, check_sweep=check_sweep)
 
 
 def parse_value(text: str) -> Any:
@@ -264,8 +290,12 @@ def _validation_error(err: ValidationError, source: str) -> ConfigError:
     return ConfigError("; ".join(f"{w}: {m}" for w, m in problems), source=source)
 
 
-def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate a raw config dict (orchestrator part + the task's part)."""
+def from_dict(raw: dict[str, Any], source: str = "<config>", *, check_sweep: bool = True) -> Config:
+    """Validate a raw config dict (orchestrator part + the task's part).
+
+    `check_sweep` also checks the search space and grid variants against the config (once, at
+    the user's boundary; a trial's own config skips it).
+    """
     from orchestrator.registry import get_task
 
     if not isinstance(raw, dict):
@@ -286,7 +316,9 @@ def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
     except ValidationError as err:
         raise _validation_error(err, source) from None
     config = Config(experiment=experiment, task=task_cfg, source=source)
-    _check_space(config)
+    if check_sweep:
+        _check_space(config)
+        _check_variants(config)
     return config
 
 
@@ -352,12 +384,44 @@ def _check_space(config: Config) -> None:
             _check_whole(config, base, key, value, where)
 
 
+def _check_variants(config: Config) -> None:
+    """Every variant's overrides address config fields and give a valid config."""
+    sw = config.experiment.sweep
+    if not sw.variants:
+        return
+    if sw.sampler == "grid" and not sw.space:
+        base = config.to_dict()
+        for name, overrides in sw.variants.items():
+            for key in overrides:
+                where = f"field sweep.variants.{name}.{key}"
+                if key.split(".")[0] in NOT_SEARCHABLE:
+                    raise ConfigError(f"{key} cannot vary", source=config.source, where=where)
+                if _lookup(base, key) is _MISSING:
+                    raise ConfigError("no such config field", source=config.source, where=where)
+            _check_variant(config, base, name, overrides)
+
+
+def _check_variant(
+    config: Config, base: dict[str, Any], name: str, overrides: dict[str, Any]
+) -> None:
+    raw = copy.deepcopy(base)
+    try:
+        for key, value in overrides.items():
+            set_path(raw, key, value, source=config.source)
+        from_dict(raw, source=config.source, check_sweep=False)
+    except UserError as err:
+        raise ConfigError(
+            f"variant {name!r} does not give a valid config: {err.message}",
+            source=config.source,
+            where=f"field sweep.variants.{name}" + (f" ({err.where})" if err.where else ""),
+        ) from None
+
+
 def _check_whole(config: Config, base: dict[str, Any], key: str, value: Any, where: str) -> None:
     raw = copy.deepcopy(base)
-    raw["sweep"]["space"] = {}
     try:
         set_path(raw, key, value, source=config.source)
-        from_dict(raw, source=config.source)
+        from_dict(raw, source=config.source, check_sweep=False)
     except UserError as err:
         msg = f"value {value!r} is not accepted by the config: {err.message}"
         raise ConfigError(msg, source=config.source, where=where) from None

@@ -98,18 +98,18 @@ def make_split(task: Any, cv: CrossValidation, pseudo: PseudoLabels | None, sour
     root = task.data_root()
     digest = splits.digest(pd.Series(_relative(cases["case"], root)), fold)
     split = Split(cases=cases.reset_index(drop=True), fold=fold, folds=cv.folds, digest=digest)
-    if pseudo is not None and pseudo.rounds > 0:
+    if pseudo is not None:  # also with 0 rounds: a searched or grid variant may add rounds
         _attach_pool(split, task, pseudo, source)
     return split
 
 
 def _attach_pool(split: Split, task: Any, pseudo: PseudoLabels, source: str) -> None:
     if pseudo.pool == "test":
-        if not split.has_test():
+        if not split.has_test() and pseudo.rounds > 0:
             raise ConfigError(
                 "pseudo.pool 'test' needs a test split", source=source, where="field pseudo.pool"
             )
-        split.pool_is_test = True
+        split.pool_is_test = split.has_test()
         return
     pool = task.read_cases(Path(pseudo.pool))
     overlap = sorted(set(pool["case"]) & set(split.cases["case"]))

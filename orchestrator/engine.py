@@ -17,7 +17,7 @@ import platform
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -83,13 +83,51 @@ def _versions() -> dict[str, str]:
     return out
 
 
+VARIANT = "variant"
+
+
 def resolve(
     base: dict[str, Any], source: str, space_json: dict[str, Any], tune_config: dict[str, Any]
 ) -> Config:
-    """The validated config of one trial: the base config plus its decoded search values."""
-    config = from_dict(base, source=source)
-    overrides = space_mod.decode(config.experiment.sweep.space, tune_config) if space_json else {}
-    return config.with_overrides(overrides) if overrides else config
+    """The validated config of one trial: the base config plus its decoded search values, or
+    plus its grid variant's overrides (its config then lists no other variants)."""
+    config = from_dict(base, source=source, check_sweep=False)
+    sw = config.experiment.sweep
+    name = tune_config.get(VARIANT)
+    if name is not None and name in sw.variants:
+        return config.with_overrides(dict(sw.variants[name]), check_sweep=False)
+    overrides = space_mod.decode(sw.space, tune_config) if space_json else {}
+    return config.with_overrides(overrides, check_sweep=False) if overrides else config
+
+
+def trial_config(
+    base: dict[str, Any], space_json: dict[str, Any], tune_config: dict[str, Any]
+) -> dict[str, Any]:
+    """`resolve` without validation: the trial starts its runs at once (each run's workers
+    validate the config; every searched value was checked against its field up front)."""
+    import copy
+
+    from orchestrator.config import set_path
+
+    raw = copy.deepcopy(base)
+    name = tune_config.get(VARIANT)
+    variants = raw.get("sweep", {}).get("variants") or {}
+    if name is not None and name in variants:
+        overrides = dict(variants[name])
+    else:
+        overrides = space_mod.decode_json(space_json, tune_config) if space_json else {}
+    for key, value in overrides.items():
+        set_path(raw, key, value, source="<trial>")
+    return raw
+
+
+def grid_size(config: Config) -> int:
+    import math
+
+    sw = config.experiment.sweep
+    if sw.variants:
+        return len(sw.variants)
+    return math.prod(len(v) for v in space_mod.grid(sw.space).values())
 
 
 def default_name(config: Config, command: Command) -> str:
@@ -123,7 +161,7 @@ def execute(
         check_same_config(previous, config)
     _check_searchable(config)
     task = get_task(config.experiment.task)(config.task)
-    task.check_data()
+    check_data(task, config.source)
     exp = config.experiment
     split = make_split(task, exp.cv, exp.pseudo, config.source) if exp.cv else None
     if previous is not None and split is not None:
@@ -131,6 +169,8 @@ def execute(
     connect_ray(log_to_driver=verbose)
     _check_resources(config)
     info = _sweep_info(config, command, sweep, sweep_dir, split)
+    info = replace(info, warnings=task.sweep_warnings(exp.model_dump(mode="json")))
+    _print_warnings(info.warnings, quiet)
     searcher = _searcher(config, info) if _searched(config, command) else None
     if previous is None:
         store.init_sweep(sweep, info.to_json())
@@ -140,8 +180,30 @@ def execute(
     return _fit(config, info, trainable, searcher, resume, quiet)
 
 
+def _print_warnings(warnings: list[str], quiet: bool) -> None:
+    if warnings and not quiet:
+        from rich.console import Console
+
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        for text in warnings:
+            console.print(f"[yellow]warning:[/yellow] {text}")
+
+
+def check_data(task: Any, source: str) -> None:
+    """The task's data checks; a message that names no file names the config."""
+    from orchestrator.errors import DataError
+
+    try:
+        task.check_data()
+    except DataError as err:
+        if err.source is None:
+            raise DataError(err.message, source=source, where=err.where) from None
+        raise
+
+
 def _searched(config: Config, command: Command) -> bool:
-    return command == "sweep" and bool(config.experiment.sweep.space)
+    sw = config.experiment.sweep
+    return command == "sweep" and bool(sw.space or sw.variants)
 
 
 def _sweep_info(
@@ -188,15 +250,14 @@ def make_trainable(info: SweepInfo, split: Any, secret: bytes, limit: int) -> An
         from orchestrator.folds import open_channel
         from orchestrator.trial import Trial
 
-        config = resolve(base, source, space_json, tune_config)
-        task = get_task(config.experiment.task)(config.task)
+        config = trial_config(base, space_json, tune_config)
         trial_id = tune.get_context().get_trial_id()
         Trial(
-            task,
-            config.to_dict(),
+            lambda: _task_of(config, source),
+            config,
             info,
             trial_id,
-            fit=lambda spec: fit_run(spec, config, info),
+            fit=lambda spec: fit_run(spec, info),
             report=tune.report,
             split=split,
             channel=open_channel(),
@@ -207,7 +268,13 @@ def make_trainable(info: SweepInfo, split: Any, secret: bytes, limit: int) -> An
     return trainable
 
 
-def fit_run(spec: RunSpec, config: Config, info: SweepInfo) -> None:
+def _task_of(config: dict[str, Any], source: str) -> Any:
+    """The trial's task object (for scoring, ensembling and writing predictions)."""
+    valid = from_dict(config, source=source, check_sweep=False)
+    return get_task(valid.experiment.task)(valid.task)
+
+
+def fit_run(spec: RunSpec, info: SweepInfo) -> None:
     """One Ray Train run of a trial (a resumed run continues from its latest checkpoint)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
@@ -215,29 +282,30 @@ def fit_run(spec: RunSpec, config: Config, info: SweepInfo) -> None:
     from orchestrator.loop import train_loop_per_worker
     from orchestrator.trainer import SweepTorchTrainer
 
-    exp = config.experiment
-    res = exp.resources
-    use_gpu = res.gpus_per_worker > 0
-    per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
+    res = spec.config["resources"]
+    use_gpu = res["gpus_per_worker"] > 0
+    per_worker: dict[str, float] = {"CPU": res["cpus_per_worker"]}
     if use_gpu:
-        per_worker["GPU"] = res.gpus_per_worker
+        per_worker["GPU"] = res["gpus_per_worker"]
     trainer = SweepTorchTrainer(
         train_loop_per_worker,  # type: ignore[arg-type]  # takes a RunSpec, not a dict
         train_loop_config=spec,  # type: ignore[arg-type]
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=res.workers,
+            num_workers=res["workers"],
             use_gpu=use_gpu,
             resources_per_worker=per_worker,
-            placement_strategy=res.placement_strategy,
+            placement_strategy=res["placement_strategy"],
         ),
         run_config=RunConfig(
             # A fixed name per run: a restarted trial finds its checkpoints and resumes.
             name=spec.run_id,
             storage_path=str(Path(info.sweep_dir) / TRAIN_DIR),
             # Only resuming needs these (the best weights are kept with the artifacts).
-            checkpoint_config=CheckpointConfig(num_to_keep=exp.checkpoint.num_to_keep),
-            failure_config=FailureConfig(max_failures=exp.failure.max_retries),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=spec.config["checkpoint"]["num_to_keep"]
+            ),
+            failure_config=FailureConfig(max_failures=spec.config["failure"]["max_retries"]),
         ),
     )
     trainer.fit()
@@ -324,14 +392,21 @@ def _searcher(config: Config, info: SweepInfo) -> Any:
 
     sw = config.experiment.sweep
     seed = sw.seed if sw.seed is not None else config.experiment.seed
-    sampler: optuna.samplers.BaseSampler = (
-        optuna.samplers.TPESampler(seed=seed)
-        if sw.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=seed)
-    )
+    space = space_mod.to_optuna(sw.space)
+    sampler: optuna.samplers.BaseSampler
+    if sw.sampler == "grid":
+        names = list(sw.variants)
+        grid = {VARIANT: names} if names else space_mod.grid(sw.space)
+        if names:
+            space = {VARIANT: optuna.distributions.CategoricalDistribution(names)}
+        sampler = optuna.samplers.GridSampler(grid, seed=seed)
+    elif sw.sampler == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=seed)
     storage = open_storage(sw.storage, Path(info.sweep_dir), config.source)
     return StudySearch(
-        space_mod.to_optuna(sw.space),
+        space,
         metric="objective",
         mode=info.mode,
         sampler=sampler,
@@ -400,7 +475,9 @@ def _fit(
                     sw.scheduler.reduction_factor,
                     _max_epochs(config),
                 ),
-                num_samples=sw.num_samples if sweeping else 1,
+                num_samples=(grid_size(config) if sw.sampler == "grid" else sw.num_samples)
+                if sweeping
+                else 1,
                 max_concurrent_trials=sw.max_concurrent if sweeping else 1,
             ),
             run_config=tune.RunConfig(
@@ -412,7 +489,15 @@ def _fit(
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:  # trials Tune stopped (ASHA, a stopper, Ctrl-C) leave their groups behind
+        from orchestrator.loop import release_placement_groups
+        from orchestrator.trial import drop_checkpoints
+
+        release_placement_groups(Path(info.sweep_dir) / "artifacts")
+        if not config.experiment.checkpoint.keep_completed:
+            drop_checkpoints(Path(info.sweep_dir))
     guard.raise_if_tripped(config.source)
     errors = sum(1 for i in range(len(grid)) if grid[i].error is not None)
     return Outcome(info.sweep, Path(info.sweep_dir), info.metric, info.mode, len(grid), errors)

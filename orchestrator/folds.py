@@ -35,6 +35,11 @@ class TrialChannel:
         await self.events.put(event)
 
     async def get(self, timeout: float) -> Any:
+        if timeout <= 0:  # wait_for(..., 0) would cancel even a ready get
+            try:
+                return self.events.get_nowait()
+            except asyncio.QueueEmpty:
+                return None
         try:
             return await asyncio.wait_for(self.events.get(), timeout)
         except TimeoutError:

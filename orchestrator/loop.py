@@ -15,6 +15,7 @@ best epoch's weights predict the splits the trial asked for (test split, pseudo-
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -74,9 +75,12 @@ def train_loop_per_worker(spec: RunSpec) -> None:
     # Relative paths in configs mean "relative to where the sweep was started".
     if os.path.isdir(spec.cwd):
         os.chdir(spec.cwd)
-    config = from_dict(spec.config, source=spec.source)
+    config = from_dict(spec.config, source=spec.source, check_sweep=False)
     context = ray.train.get_context()
     rank = context.get_world_rank()
+    tee_output(Path(spec.artifacts_dir), rank)
+    if rank == 0:
+        note_placement_group(Path(spec.artifacts_dir))
     seed_everything(config.experiment.seed + rank)
     task = get_task(config.experiment.task)(config.task)
     ctx = RunContext(
@@ -292,6 +296,67 @@ def _gather_nodes() -> list[dict[str, str]]:
     except Exception:  # outside Ray (tests): the host name is all there is
         pass
     return list(gather_objects([mine]))
+
+
+class _Tee:
+    """A stream that also appends to a log file (the run's last lines are stored on failure)."""
+
+    def __init__(self, stream: Any, log: Any) -> None:
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        with contextlib.suppress(OSError, ValueError):  # a full log never breaks training
+            self.log.write(text)
+        self.stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def tee_output(directory: Path, rank: int) -> None:
+    """Copy this worker's stdout/stderr to ``worker-rank<r>.log`` and note its pid, so a failed
+    run's cause comes with its last log lines (and tests can find the process)."""
+    import logging
+    import sys
+
+    directory.mkdir(parents=True, exist_ok=True)
+    log = (directory / f"worker-rank{rank}.log").open("a", buffering=1, errors="replace")
+    log.write(f"--- worker rank {rank}, pid {os.getpid()}, host {socket.gethostname()}\n")
+    (directory / f"worker-rank{rank}.pid").write_text(str(os.getpid()))
+    sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+
+
+PG_FILE = "placement_group.id"
+
+
+def note_placement_group(directory: Path) -> None:
+    """Record the run's placement group: a trial Tune stops (ASHA) is killed without its Train
+    controller removing it, and the driver then releases it (`release_placement_groups`)."""
+    import ray.util
+
+    pg = ray.util.get_current_placement_group()
+    if pg is not None:
+        (directory / PG_FILE).write_text(pg.id.hex())
+
+
+def release_placement_groups(trial_dir: Path) -> int:
+    """Remove the placement groups recorded under a finished trial's folder; return how many."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    removed = 0
+    for path in trial_dir.rglob(PG_FILE):
+        with contextlib.suppress(Exception):  # already removed by its controller
+            pg_id = PlacementGroupID(bytes.fromhex(path.read_text().strip()))
+            remove_placement_group(PlacementGroup(pg_id))
+            removed += 1
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def privacy_filter(spec: RunSpec, task: Any) -> Any:

@@ -41,6 +41,7 @@ class SweepInfo:
     split_digest: str | None = None  # hash of the stored fold assignment
     transductive: bool = False  # pseudo-labels drawn from the test split itself
     job_id: str = ""
+    warnings: list[str] = field(default_factory=list)  # from `Task.sweep_warnings`
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

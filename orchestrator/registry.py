@@ -57,7 +57,22 @@ def data_tools() -> dict[str, str]:
 
 
 def run_data_tool(name: str, argv: list[str]) -> int:
-    module_name, _, attr = data_tools()[name].partition(":")
+    return _call(data_tools()[name], argv)
+
+
+def evaluators() -> dict[str, str]:
+    """`medsweep eval NAME` evaluators contributed by task families (name -> `module:function`)."""
+    import tasks
+
+    return dict(getattr(tasks, "EVALUATORS", {}))
+
+
+def run_evaluator(name: str, argv: list[str]) -> int:
+    return _call(evaluators()[name], argv)
+
+
+def _call(target: str, argv: list[str]) -> int:
+    module_name, _, attr = target.partition(":")
     return int(getattr(importlib.import_module(module_name), attr)(argv))
 
 

@@ -59,7 +59,7 @@ class StudySearch(OptunaSearch):
         if result:  # Tune hands the last result to on_trial_complete only
             self.on_trial_result(trial_id, result)
         value = (result or {}).get(self.metric)
-        finished = bool((result or {}).get("done")) and _finite(value)
+        finished = bool((result or {}).get("finished")) and _finite(value)
         if finished:
             state, values = optuna.trial.TrialState.COMPLETE, float(value)  # type: ignore[arg-type]
         else:

@@ -142,6 +142,19 @@ def decode(space: dict[str, Dimension], params: dict[str, Any]) -> dict[str, Any
     return out
 
 
+def decode_json(space: dict[str, dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    """`decode` for a space in its stored JSON form (no validation: trials start fast)."""
+    out: dict[str, Any] = {}
+    for key, dim in space.items():
+        if dim.get("type") == "permutation":
+            items = list(dim["items"])
+            code = [int(params[f"{key}{PERM_SEP}{i}"]) for i in range(len(items) - 1)]
+            out[key] = decode_permutation(items, code)
+        else:
+            out[key] = params[key]
+    return out
+
+
 def corners(dim: Dimension) -> list[Any]:
     """Representative values used to check a dimension against the config model up front."""
     if isinstance(dim, Uniform | IntRange):
@@ -149,6 +162,29 @@ def corners(dim: Dimension) -> list[Any]:
     if isinstance(dim, Choice):
         return list(dim.values)
     return [list(dim.items)]
+
+
+def grid(space: dict[str, Dimension]) -> dict[str, list[Any]]:
+    """Optuna GridSampler search space: every value of every (expanded) parameter.
+
+    Raises:
+        ValueError: a dimension is continuous (a uniform without step, a loguniform).
+    """
+    out: dict[str, list[Any]] = {}
+    for key, dim in space.items():
+        if isinstance(dim, Choice):
+            out[key] = list(dim.values)
+        elif isinstance(dim, IntRange) and not dim.log:
+            out[key] = list(range(dim.low, dim.high + 1, dim.step))
+        elif isinstance(dim, Uniform) and not isinstance(dim, LogUniform) and dim.step:
+            n = round((dim.high - dim.low) / dim.step)
+            out[key] = [dim.low + i * dim.step for i in range(n + 1)]
+        elif isinstance(dim, Permutation):
+            for i in range(len(dim.items) - 1):
+                out[f"{key}{PERM_SEP}{i}"] = list(range(len(dim.items) - i))
+        else:
+            raise ValueError(f"{key}: a grid needs finite values (choice, int, uniform with step)")
+    return out
 
 
 def size(space: dict[str, Dimension]) -> float:

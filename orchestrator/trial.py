@@ -52,7 +52,7 @@ class Trial:
 
     def __init__(
         self,
-        task: Any,
+        task: Callable[[], Any],
         config: dict[str, Any],
         info: SweepInfo,
         trial_id: str,
@@ -66,7 +66,8 @@ class Trial:
     ) -> None:
         from orchestrator.results import ResultsStore
 
-        self.task, self.config, self.info, self.trial_id = task, config, info, trial_id
+        self._make_task, self._task = task, None
+        self.config, self.info, self.trial_id = config, info, trial_id
         self.fit, self.report, self.split, self.channel = fit, report, split, channel
         self.limit, self.secret = limit, secret
         self.dir = Path(info.sweep_dir) / "artifacts" / trial_id
@@ -78,6 +79,13 @@ class Trial:
         self.round_values: dict[int, list[float]] = {}
         self.best_epoch = 0
         self.started: dict[str, float] = {}
+
+    @property
+    def task(self) -> Any:
+        """The task object, built on first use (its imports overlap the runs' start-up)."""
+        if self._task is None:
+            self._task = self._make_task()
+        return self._task
 
     # --- the trial ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -136,10 +144,10 @@ class Trial:
             self._write_run_row(spec, "running")
         runner.start(todo)
         self._collect(runner, state, specs, round_)
-        runner.join()
+        if len(state.ends) < len(state.runs):  # a run ended without reporting its end: failed
+            runner.join()
         self._drain(state, specs, round_)
         self._raise_failures(runner, specs)
-        self._drop_checkpoints(state)
         if any(e.status != "completed" for e in state.ends.values()):
             self._end_early(state, round_)
             return None
@@ -152,7 +160,8 @@ class Trial:
     ) -> None:
         import ray
 
-        while runner.alive():
+        # Every run's end is in once its worker finished (Train's own teardown is not waited for)
+        while runner.alive() and len(state.ends) < len(state.runs):
             event = ray.get(self.channel.get.remote(1.0))
             if event is not None:
                 self._on_event(event, state, specs, round_)
@@ -231,7 +240,7 @@ class Trial:
                 "step": r * self.epochs + epoch,
                 "objective": objective,
                 "best_epoch": self.best_epoch,
-                "done": int(done),
+                "finished": int(done),
                 "diverged": 0,
             }
         )
@@ -326,7 +335,7 @@ class Trial:
                 "round": round_ or 0,
                 "objective": self._objective(),
                 "best_epoch": self.best_epoch,
-                "done": 0,
+                "finished": 0,
                 "diverged": int(bad.status == "diverged"),
                 "step": (round_ or 0) * self.epochs + bad.epoch,
             }
@@ -341,16 +350,6 @@ class Trial:
             Path(spec.artifacts_dir) / DONE_FILE,
             {"epoch": event.epoch, "best_epoch": event.best_epoch, "nodes": event.nodes},
         )
-
-    def _drop_checkpoints(self, state: RoundState) -> None:
-        """Resume checkpoints of completed runs (their fit has returned) are not needed."""
-        import shutil
-
-        if self.config.get("checkpoint", {}).get("keep_completed", False):
-            return
-        for run_id, end in state.ends.items():
-            if end.status == "completed":
-                shutil.rmtree(Path(self.info.sweep_dir) / "train" / run_id, ignore_errors=True)
 
     def _replay(self, specs: list[RunSpec], state: RoundState) -> set[str]:
         """Rebuild the runs' finished epochs from the store (a resumed trial); return the runs
@@ -428,6 +427,22 @@ class Trial:
                 checkpoint=_relative_best(Path(spec.artifacts_dir), Path(self.info.store_root)),
             )
         self.store.write_runs(self.info.sweep, [row])
+
+
+def drop_checkpoints(sweep_dir: Path, trial_id: str | None = None) -> int:
+    """Delete the resume checkpoints of completed runs (their best weights stay with their
+    artifacts); all completed runs of the sweep, or those of one trial. Returns how many."""
+    import shutil
+
+    artifacts, train = sweep_dir / "artifacts", sweep_dir / "train"
+    pattern = f"{trial_id}/**/{DONE_FILE}" if trial_id else f"**/{DONE_FILE}"
+    dropped = 0
+    for marker in artifacts.glob(pattern):
+        run_id = marker.parent.name
+        if (train / run_id).exists():
+            shutil.rmtree(train / run_id, ignore_errors=True)
+            dropped += 1
+    return dropped
 
 
 def _relative_best(directory: Path, root: Path) -> str:

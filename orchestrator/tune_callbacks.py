@@ -21,7 +21,7 @@ from orchestrator.errors import UserError
 from orchestrator.plan import SweepInfo
 from orchestrator.results import ResultsStore
 
-SKIP_KEYS = frozenset({"checkpoint_path", "epoch", "step", "round", "done", "diverged"})
+SKIP_KEYS = frozenset({"checkpoint_path", "epoch", "step", "round", "done", "finished", "diverged"})
 
 
 class MetricGuard(Stopper):
@@ -92,6 +92,8 @@ class ResultsCallback(Callback):
         from orchestrator.privacy import redact_tree
 
         config = resolve(self.info.config, self.info.source, self.info.space, trial.config)
+        if "variant" in trial.config:
+            return {"variant": trial.config["variant"]}, redact_tree(config.to_dict())
         params = (
             space_mod.decode(config.experiment.sweep.space, trial.config) if self.info.space else {}
         )
@@ -117,6 +119,7 @@ class ResultsCallback(Callback):
             "best_epoch": int(last["best_epoch"]) if last.get("best_epoch") else None,
             "round": int(last["round"]) if self.info.rounds and "round" in last else None,
             "params": json.dumps(params, sort_keys=True, default=str),
+            "variant": str(params.get("variant", "")),
             "config": json.dumps(config, sort_keys=True),
             "best": json.dumps(best),
             "final": json.dumps({k: v for k, v in last.items() if _is_metric(k, v)}),
@@ -150,17 +153,29 @@ class ResultsCallback(Callback):
         if result.get("best_epoch") == result.get("epoch") and not result.get("diverged"):
             self.best[trial.trial_id] = {k: v for k, v in result.items() if _is_metric(k, v)}
 
+    def _release(self, trial: Any) -> None:
+        """Free what a finished trial holds: placement groups of runs Tune stopped, and the
+        resume checkpoints of its completed runs (unless checkpoint.keep_completed)."""
+        from orchestrator.loop import release_placement_groups
+        from orchestrator.trial import drop_checkpoints
+
+        release_placement_groups(Path(self.info.sweep_dir) / "artifacts" / trial.trial_id)
+        if not self.info.config.get("checkpoint", {}).get("keep_completed", False):
+            drop_checkpoints(Path(self.info.sweep_dir), trial.trial_id)
+
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._release(trial)
         last = trial.last_result or {}
         if last.get("diverged"):
             status = "diverged"
-        elif last.get("done"):
+        elif last.get("finished"):
             status = "completed"
         else:
             status = "pruned"
         self.store.write_runs(self.info.sweep, [self._row(trial, status, **self._cause(trial))])
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._release(trial)
         cause = self._cause(trial) or _tune_cause(trial)
         self.store.write_runs(self.info.sweep, [self._row(trial, "error", **cause)])
 
@@ -221,7 +236,8 @@ class ProgressCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
-        word = "diverged" if last.get("diverged") else "finished" if last.get("done") else "pruned"
+        word = "finished" if last.get("finished") else "pruned"
+        word = "diverged" if last.get("diverged") else word
         colour = "yellow" if word != "finished" else "green"
         self._print(f"[{colour}]{self._label(trial)} {word}[/{colour}]")
 

@@ -8,6 +8,9 @@ TASKS: dict[str, str] = {
     "fundus": "tasks.fundus.task:FundusTask",
     "detection": "tasks.detection.task:DetectionTask",
     "simsiam": "tasks.simsiam.task:SimSiamTask",
+    "abn": "tasks.abn.task:ABNTask",
+    "glow": "tasks.anomaly.glow_task:GlowTask",
+    "petct": "tasks.anomaly.petct_task:PetCtTask",
 }
 
 # Dataset tools a task family brings along, run as `medsweep data NAME ARGS...`: each entry is a
@@ -16,4 +19,11 @@ DATA_TOOLS: dict[str, str] = {
     "coco": "tasks.detection.tools:coco_main",
     "clean": "tasks.detection.tools:clean_main",
     "stats": "tasks.detection.tools:stats_main",
+    "lungmask": "tasks.abn.lungmask:main",
+}
+
+# Evaluators a task family brings along, run as `medsweep eval NAME ARGS...` (same calling
+# convention); `eval classification` and `eval detection` are built in.
+EVALUATORS: dict[str, str] = {
+    "froc": "tasks.common.froc:main",
 }

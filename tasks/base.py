@@ -180,10 +180,16 @@ class Task(ABC, Generic[C]):
 
     def __init__(self, config: C) -> None:
         self.config = config
+        self.notes: list[str] = []  # what check_data did (e.g. synthesised demo data)
 
     # --- driver side -------------------------------------------------------------------------
     def check_data(self) -> None:
         """Validate the inputs before any worker starts; raise DataError (exit 2) on bad input."""
+
+    def sweep_warnings(self, experiment: dict[str, Any]) -> list[str]:
+        """Warnings about how a sweep's settings interact with this task (e.g. a scheduler that
+        compares trials before a loss-weight switch); stored with the sweep and printed."""
+        return []
 
     def data_root(self) -> Path | None:
         """The folder written paths are made relative to (the manifest's folder)."""
@@ -197,6 +203,15 @@ class Task(ABC, Generic[C]):
     def synthesize(cls, out: Path, n: int, size: int, seed: int) -> Path:
         """Write a synthetic dataset with a learnable signal; return its main file."""
         raise NotImplementedError(f"task {cls.name!r} has no synthetic data generator")
+
+    # Synthetic data the task contract suite trains on: (number of cases, image size).
+    tiny_synth: ClassVar[tuple[int, int]] = (48, 48)
+
+    @classmethod
+    def tiny_config(cls, data: Path) -> dict[str, Any]:
+        """The task's config sections for a seconds-long CPU run on `synthesize(...)`'s output
+        `data` (used by the task contract test suite, tests/tasks/test_contract.py)."""
+        raise NotImplementedError(f"task {cls.name!r} has no tiny config for contract tests")
 
     def cases(self) -> pd.DataFrame | None:
         """The labelled case table the engine splits (cross-validation, test split).
@@ -257,6 +272,10 @@ class Task(ABC, Generic[C]):
     @abstractmethod
     def evaluate(self, epoch: int) -> dict[str, float]:
         """Evaluate on the validation split; every rank returns the same `val_*` metrics."""
+
+    def setup_inference(self, ctx: RunContext) -> None:
+        """Build only what prediction needs (the model), then `load_model_state` and `predict`."""
+        raise NotImplementedError(f"task {self.name!r} cannot predict outside training")
 
     def predict(self, split: str | Path) -> pd.DataFrame:
         """Per-case predictions of a named split (`val`, `test`, `pool`) or a new manifest,

@@ -11,6 +11,20 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep preprocessing caches and pseudonymisation keys of the tests out of ~/."""
+    saved = {k: os.environ.get(k) for k in ("MEDSWEEP_CACHE", "MEDSWEEP_SECRETS_DIR")}
+    os.environ["MEDSWEEP_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["MEDSWEEP_SECRETS_DIR"] = str(tmp_path_factory.mktemp("secrets"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def fundus_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tasks.fundus.synth import generate

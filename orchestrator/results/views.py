@@ -195,7 +195,10 @@ def show(store: ResultsStore, run: str) -> dict[str, Any]:
     row = runs[runs["run_id"] == run_id].iloc[0]
     data: dict[str, Any] = {name: _value(row[name]) for name in _SHOW_FIELDS}
     data.update({name: json.loads(row[name] or "{}") for name in JSON_COLUMNS})
-    data["artifacts"] = _artifact_files(store.artifacts_dir(sweep, run_id))
+    parent = data.get("parent_run_id")
+    # fold runs keep their files in their trial's folder
+    folder = store.artifacts_dir(sweep, parent or run_id) / (run_id if parent else "")
+    data["artifacts"] = _artifact_files(folder)
     data["metric_columns"], data["epochs_table"] = _epoch_table(store.metrics(sweep, run_id))
     return data
 

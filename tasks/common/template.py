@@ -145,6 +145,15 @@ class SupervisedTask(Task[C]):
         self.scaler = make_grad_scaler(self.device, cfg.amp)
         self.last_val: pd.DataFrame | None = None
 
+    def setup_inference(self, ctx: RunContext) -> None:
+        """Only the model, for predicting stored runs (`medsweep predict`): no training data."""
+        self.ctx, self.device = ctx, torch.device(ctx.device)
+        self.frames = dict(ctx.frames or {})
+        self._loaders = {}
+        self.bare = self.build_model().to(self.device)
+        self.model = self.bare
+        self.last_val = None
+
     def wrap(self) -> None:
         """(Re)wrap for DDP: it only reduces gradients of parameters trainable at wrap time."""
         self.model = self.ctx.prepare_model(self.bare)

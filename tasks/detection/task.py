@@ -69,6 +69,7 @@ class DetectionTask(SupervisedTask[DetectionConfig]):
         if cfg.data.synth is not None and not train.exists():
             s = cfg.data.synth
             written = self.synthesize(train.parent.parent, n=s.n, size=s.size, seed=s.seed)
+            self.notes.append(f"synthesised {s.n} images: {written.parent}")
             if written.resolve() != train.resolve():
                 raise DataError(f"synthetic data was written to {written}", source=train)
         if not timm.is_model(cfg.model.backbone):
@@ -86,12 +87,15 @@ class DetectionTask(SupervisedTask[DetectionConfig]):
         return Path(d.image_root or Path(d.train).parent).resolve()
 
     def data_summary(self) -> dict[str, Any]:
-        cases = self.index().cases()
+        index = self.index()
+        cases = index.cases()
+        names = dict(zip(index.cats.ids, index.cats.names, strict=True))
+        per_class = pd.Series([names[a["category_id"]] for anns in cases["anns"] for a in anns])
         return {
             "images": len(cases),
-            "lesions": int(sum(len(a) for a in cases["anns"])),
-            "labels": {str(k): int(v) for k, v in cases["label"].value_counts().items()},
-            "categories": self.index().category_names,
+            "images without lesions": int((cases["anns"].map(len) == 0).sum()),
+            "lesions": {str(k): int(v) for k, v in per_class.value_counts().items()},
+            "patients": int(cases["patient_id"].nunique()) if "patient_id" in cases else "n/a",
         }
 
     @classmethod
@@ -128,6 +132,18 @@ class DetectionTask(SupervisedTask[DetectionConfig]):
                 files, d.image_root, one_class=self.config.model.classes == "one"
             )
         return self._index
+
+    tiny_synth: ClassVar[tuple[int, int]] = (64, 64)
+
+    @classmethod
+    def tiny_config(cls, data: Path) -> dict[str, Any]:
+        folder = data.parent
+        return {
+            "data": {"train": str(data), "val": str(folder / "val.json"), "image_size": 64},
+            "model": {"backbone": "resnet10t", "head_conv": 16},
+            "eval": {"topk": 20},
+            "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3},
+        }
 
     def cases(self) -> pd.DataFrame:
         return self.index().cases()

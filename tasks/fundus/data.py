@@ -1,38 +1,56 @@
-"""Fundus data: border cropping, cached decoded images, augmentation, datasets over case tables."""
+"""Fundus images for training: seed 002 preprocessing through the on-disk cache, augmentation, and
+datasets over case tables.
+
+Every image is decoded and preprocessed (`tasks.fundus.preprocess.preprocess`) once per settings
+into a :class:`~tasks.fundus.preprocess.PreprocessCache` entry holding every case of the run
+(train, validation, test and pool together), so all folds and trials of a sweep with the same
+preprocessing share one memory-mapped file. With ``data.cache: false`` images are decoded per use.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from tasks.common.manifest import load_image
 from tasks.common.torch_utils import IMAGENET_MEAN, IMAGENET_STD
 from tasks.fundus.config import FundusAugment, FundusData
+from tasks.fundus.preprocess import CacheEntry, PreprocessCache, preprocess, settings_key
+
+CACHE_ENV = "MEDSWEEP_CACHE"
+BUILD_THREADS = 4  # decoding threads while a cache entry is built
 
 
-def crop_black_border(rgb: np.ndarray, threshold: int) -> np.ndarray:
-    """Crop to the bounding box of pixels brighter than `threshold` (the fundus disc)."""
-    mask = rgb.max(axis=2) > threshold
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0 or cols.size == 0:
-        return rgb
-    return rgb[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+def cache_root(cfg: FundusData) -> Path:
+    """`data.cache_dir`, else ``$MEDSWEEP_CACHE/fundus``, else ``~/.cache/medsweep/fundus``."""
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    base = Path(env).expanduser() if env else Path("~/.cache/medsweep").expanduser()
+    return base / "fundus"
+
+
+def _settings(cfg: FundusData) -> dict[str, Any]:
+    return {
+        "crop_border": cfg.crop_border,
+        "border_threshold": cfg.border_threshold,
+        "central_fraction": cfg.central_fraction,
+        "vessels": cfg.vessels,
+        "size": cfg.size,
+    }
 
 
 def read_fundus(path: str, cfg: FundusData, line: int | None = None) -> np.ndarray:
-    """One image as uint8 CHW at the configured size, border cropped."""
-    rgb = load_image(path, None, row_hint=line)
-    if cfg.crop_border:
-        rgb = crop_black_border(rgb, cfg.border_threshold)
-    size = (cfg.image_size, cfg.image_size)
-    resized = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-    return np.ascontiguousarray(resized.transpose(2, 0, 1))
+    """One image as preprocessed uint8 CHW (errors name the manifest line)."""
+    return preprocess(load_image(path, None, row_hint=line), **_settings(cfg))
 
 
 def build_transform(aug: FundusAugment, train: bool) -> v2.Compose:
@@ -48,21 +66,44 @@ def build_transform(aug: FundusAugment, train: bool) -> v2.Compose:
     return v2.Compose(steps)
 
 
-class ImageCache:
-    """Decoded images by path, filled on first use (errors name the manifest line)."""
+class FundusImages:
+    """Preprocessed images by path: rows of a cache entry, or decoded on demand.
 
-    def __init__(self, cfg: FundusData) -> None:
-        self.cfg = cfg
-        self.images: dict[str, np.ndarray] = {}
+    Picklable for DataLoader worker processes: the memory map is reopened in each process.
+    """
 
-    def fill(self, frame: pd.DataFrame) -> None:
-        for path, line in zip(frame["path"].astype(str), _lines(frame), strict=True):
-            if path not in self.images:
-                self.images[path] = read_fundus(path, self.cfg, line)
+    def __init__(self, cfg: FundusData, entry: CacheEntry | None) -> None:
+        self.cfg, self.entry = cfg, entry
+        self._rows = {p: i for i, p in enumerate(entry.paths)} if entry is not None else {}
+        self._array: np.ndarray | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None}
+
+    def has(self, paths: Iterable[str]) -> bool:
+        return self.entry is None or all(p in self._rows for p in paths)
 
     def get(self, path: str, line: int | None) -> np.ndarray:
-        image = self.images.get(path)
-        return image if image is not None else read_fundus(path, self.cfg, line)
+        if self.entry is None:
+            return read_fundus(path, self.cfg, line)
+        if self._array is None:
+            self._array = self.entry.open()
+        return np.array(self._array[self._rows[path]])  # a writable copy of one row
+
+
+def load_images(cfg: FundusData, frame: pd.DataFrame) -> FundusImages:
+    """The cache entry of every image of ``frame`` (built once per settings and image set)."""
+    if not cfg.cache:
+        return FundusImages(cfg, None)
+    paths = sorted(set(frame["path"].astype(str)))
+    lines = dict(zip(frame["path"].astype(str), _lines(frame), strict=True))
+    cache = PreprocessCache(settings_key(**_settings(cfg)))
+
+    def decode(path: str) -> np.ndarray:
+        return read_fundus(path, cfg, lines.get(path))
+
+    entry = cache.ensure(paths, decode, cache_root(cfg), workers=BUILD_THREADS)
+    return FundusImages(cfg, entry)
 
 
 def _lines(frame: pd.DataFrame) -> list[int | None]:
@@ -74,10 +115,8 @@ def _lines(frame: pd.DataFrame) -> list[int | None]:
 class FundusDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
     """Rows of a case table; yields (image, label, row position)."""
 
-    def __init__(
-        self, frame: pd.DataFrame, transform: v2.Compose, cache: ImageCache, cfg: FundusData
-    ) -> None:
-        self.transform, self.cache, self.cfg = transform, cache, cfg
+    def __init__(self, frame: pd.DataFrame, transform: v2.Compose, images: FundusImages) -> None:
+        self.transform, self.images = transform, images
         self.paths: list[str] = frame["path"].astype(str).tolist()
         self.lines = _lines(frame)
         labels = frame["label"] if "label" in frame.columns else pd.Series([-1] * len(frame))
@@ -87,6 +126,6 @@ class FundusDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        image = self.cache.get(self.paths[i], self.lines[i])
+        image = self.images.get(self.paths[i], self.lines[i])
         x = self.transform(torch.from_numpy(image))
         return x, torch.tensor(self.labels[i]), i

@@ -1,7 +1,16 @@
-"""Glaucoma vs non-glaucoma classification on fundus photographs with any timm backbone."""
+"""Glaucoma vs non-glaucoma classification on fundus photographs with any timm backbone (seed 002).
+
+Inputs: one manifest or several merged sources (`tasks.fundus.cases`); preprocessing: black-border
+crop, central crop, optional vessel removal, resize to the configured or native size, cached on
+disk (`tasks.fundus.data`); losses: BCE on the seed's smoothed targets or focal loss
+(`tasks.fundus.losses`); prediction: sigmoid probabilities averaged over the configured flips
+(`tasks.common.tta`), so validation, test predictions and fold ensembles all use the TTA.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,36 +21,18 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from orchestrator.errors import DataError
+from tasks.base import RunContext
 from tasks.common import splits
-from tasks.common.manifest import read_manifest, verify_images
+from tasks.common.manifest import read_manifest
 from tasks.common.metrics import classification_scores
 from tasks.common.template import SupervisedTask
+from tasks.common.tta import predict_tta
+from tasks.fundus import cases as fundus_cases
 from tasks.fundus.config import FundusConfig
-from tasks.fundus.data import FundusDataset, ImageCache, build_transform
+from tasks.fundus.data import FundusDataset, FundusImages, build_transform, load_images
+from tasks.fundus.losses import focal_bce, smooth_targets
 
-
-def smooth_targets(y: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Seed 002's label smoothing: glaucoma -> 1*(1-alpha), non-glaucoma -> alpha/2."""
-    return y * (1 - alpha) + (1 - y) * (alpha / 2)
-
-
-def focal_bce(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Binary focal loss on soft targets (gamma=0 is plain BCE)."""
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p = torch.sigmoid(logits)
-    p_t = p * target + (1 - p) * (1 - target)
-    return ((1 - p_t) ** gamma * bce).mean()
-
-
-def create_backbone(cfg: FundusConfig) -> nn.Module:
-    """A timm model with one logit; local weights only (the classifier is re-initialised)."""
-    import timm
-
-    m = cfg.model
-    kwargs: dict[str, Any] = {"num_classes": 1, "drop_rate": m.drop_rate}
-    if m.pretrained and m.weights:
-        kwargs["pretrained_cfg_overlay"] = {"file": str(Path(m.weights).expanduser())}
-    return timm.create_model(m.backbone, pretrained=m.pretrained, **kwargs)
+__all__ = ["FundusTask", "focal_bce", "smooth_targets"]
 
 
 class FundusTask(SupervisedTask[FundusConfig]):
@@ -51,49 +42,88 @@ class FundusTask(SupervisedTask[FundusConfig]):
     default_metric: ClassVar[str] = "val_auc"
     default_mode = "max"
     synth_names: ClassVar[tuple[str, ...]] = ("fundus",)
-    case_columns: ClassVar[tuple[str, ...]] = ("case", "path", "label", "patient_id")
+    case_columns: ClassVar[tuple[str, ...]] = ("case", "path", "label", "patient_id", "source")
+
+    def __init__(self, config: FundusConfig) -> None:
+        super().__init__(config)
+        self._table: tuple[pd.DataFrame, fundus_cases.Duplicates | None] | None = None
+        self._images: FundusImages | None = None
+        self._inference = False
 
     # --- driver side -------------------------------------------------------------------------
     def check_data(self) -> None:
-        import timm
-
-        cfg = self.config
-        manifest, synth = Path(cfg.data.manifest), cfg.data.synth
-        if synth is not None and not manifest.exists():
-            written = self.synthesize(manifest.parent, n=synth.n, size=synth.size, seed=synth.seed)
-            if written.resolve() != manifest.resolve():
-                raise DataError(f"synthetic data was written to {written}", source=manifest)
-        if not timm.is_model(cfg.model.backbone):
-            close = timm.list_models(f"*{cfg.model.backbone.split('_')[0]}*")[:8]
-            raise DataError(
-                f"unknown timm backbone {cfg.model.backbone!r}"
-                + (f"; similar names: {', '.join(close)}" if close else ""),
-                where="field model.backbone",
-            )
-        if cfg.model.weights and not Path(cfg.model.weights).expanduser().is_file():
-            raise DataError(
-                "weights file not found", source=cfg.model.weights, where="field model.weights"
-            )
-        df = self.cases()
-        verify_images(df, source=cfg.data.manifest)
+        self._synthesize_if_missing()
+        self._pretrained_file()  # offline without weights: DataError naming the file to place
+        df, dups = self._read()
+        fundus_cases.verify(self.config.data, df)
         if df["label"].nunique() < 2:
-            raise DataError(
-                "needs both labels 0 and 1", source=cfg.data.manifest, where="column label"
+            raise DataError("needs both labels 0 and 1", source=self._input(), where="column label")
+        if dups is not None and dups.groups:
+            print(
+                f"fundus: {len(dups.groups)} near-duplicate group(s) joined into one patient each "
+                f"({dups.cross_source_groups} across sources); report: {dups.report}",
+                file=sys.stderr,
             )
+
+    def _input(self) -> str:
+        d = self.config.data
+        return d.manifest or (d.sources if isinstance(d.sources, str) else "data.sources")
+
+    def _synthesize_if_missing(self) -> None:
+        d = self.config.data
+        target = Path(d.manifest or str(d.sources))
+        if d.synth is None or target.exists():
+            return
+        from tasks.fundus.synth import generate
+
+        s = d.synth
+        written = generate(
+            target.parent,
+            n=s.n,
+            size=s.size,
+            seed=s.seed,
+            sources=s.sources,
+            difficulty=s.difficulty,
+        )
+        self.notes.append(f"synthesised {s.n} images: {written}")
+        if written.resolve() != target.resolve():
+            field = "data.manifest" if d.manifest else "data.sources"
+            raise DataError(
+                f"synthetic data was written to {written}; point {field} at it",
+                source=target,
+                where=f"field {field}",
+            )
+
+    def _pretrained_file(self) -> str | None:
+        """The ImageNet weights file (None: random init, or timm downloads where allowed)."""
+        from tasks.fundus.backbones import resolve_pretrained
+
+        m = self.config.model
+        if not m.pretrained or self._inference:
+            return None
+        return resolve_pretrained(m.backbone, m.weights, [m.weights_dir] if m.weights_dir else None)
 
     def data_root(self) -> Path:
-        d = self.config.data
-        return Path(d.image_root or Path(d.manifest).parent).resolve()
+        return fundus_cases.data_root(self.config.data)
 
     def data_summary(self) -> dict[str, Any]:
-        df = self.cases()
+        df, dups = self._read()
+        d = self.config.data
         out: dict[str, Any] = {
-            "manifest": self.config.data.manifest,
+            "manifest": self._input(),
             "images": len(df),
-            "labels": {str(k): int(v) for k, v in df["label"].value_counts().sort_index().items()},
+            "labels": _counts(df["label"]),
+            "image_size": d.size,
         }
         if "patient_id" in df.columns:
             out["patients"] = int(df["patient_id"].nunique())
+        if "source" in df.columns:
+            out["sources"] = {
+                str(name): {"images": len(part), "labels": _counts(part["label"])}
+                for name, part in df.groupby("source", sort=False)
+            }
+        if dups is not None:
+            out["duplicates"] = dups.summary()
         return out
 
     @classmethod
@@ -102,12 +132,25 @@ class FundusTask(SupervisedTask[FundusConfig]):
 
         return generate(out, n=n, size=size, seed=seed)
 
+    @classmethod
+    def tiny_config(cls, data: Path) -> dict[str, Any]:
+        return {
+            "data": {
+                "manifest": str(data),
+                "image_size": 32,
+                "cache_dir": str(data.parent / ".cache"),
+            },
+            "model": {"backbone": "resnet10t"},
+            "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "tta": ["h"]},
+        }
+
+    def _read(self) -> tuple[pd.DataFrame, fundus_cases.Duplicates | None]:
+        if self._table is None:
+            self._table = fundus_cases.read_table(self.config.data)
+        return self._table[0].copy(), self._table[1]
+
     def cases(self) -> pd.DataFrame:
-        d = self.config.data
-        frame = read_manifest(
-            Path(d.manifest), image_root=Path(d.image_root) if d.image_root else None
-        )
-        return frame.assign(case=frame["path"])
+        return self._read()[0]
 
     def read_cases(self, manifest: Path) -> pd.DataFrame:
         frame = read_manifest(manifest, require_labels=False)
@@ -117,6 +160,10 @@ class FundusTask(SupervisedTask[FundusConfig]):
         return classification_scores(predictions)
 
     # --- worker side: what the template asks for -----------------------------------------------
+    def setup_inference(self, ctx: RunContext) -> None:
+        self._inference = True  # stored weights follow: no ImageNet file is needed
+        super().setup_inference(ctx)
+
     def default_frames(self) -> dict[str, pd.DataFrame]:
         df, d = self.cases(), self.config.data
         held = splits.holdout(
@@ -125,27 +172,39 @@ class FundusTask(SupervisedTask[FundusConfig]):
         return {"train": df[~held].reset_index(drop=True), "val": df[held].reset_index(drop=True)}
 
     def dataset(self, frame: pd.DataFrame, train: bool) -> Dataset[Any]:
-        if not hasattr(self, "_cache"):
-            self._cache = ImageCache(self.config.data)
-        if self.config.data.cache:
-            self._cache.fill(frame)
-        transform = build_transform(self.config.augment, train)
-        return FundusDataset(frame, transform, self._cache, self.config.data)
+        paths = set(frame["path"].astype(str))
+        if self._images is None or not self._images.has(paths):
+            # One cache entry for every case this run sees (all folds share it); a new manifest
+            # to predict gets its own.
+            known = [f for f in (getattr(self, "frames", None) or {}).values() if len(f)]
+            everything = pd.concat([*known, frame], ignore_index=True)
+            images = load_images(self.config.data, everything)
+            if self._images is None:
+                self._images = images
+            return FundusDataset(frame, build_transform(self.config.augment, train), images)
+        return FundusDataset(frame, build_transform(self.config.augment, train), self._images)
 
     def build_model(self) -> nn.Module:
-        return create_backbone(self.config)
+        from tasks.fundus.backbones import create_classifier
+
+        m = self.config.model
+        file = self._pretrained_file()
+        download = m.pretrained and not self._inference and file is None
+        return create_classifier(m.backbone, 1, file, m.drop_rate, download=download)
 
     def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         x, y, _ = batch
         t = self.config.train
         logits = self.model(x).squeeze(1).float()
-        gamma = t.focal_gamma if t.loss == "focal" else 0.0
-        return {"loss": focal_bce(logits, smooth_targets(y, t.label_smoothing), gamma)}
+        target = smooth_targets(y.float(), t.label_smoothing, t.smoothing)
+        if t.loss == "focal":
+            return {"loss": focal_bce(logits, target, t.focal_gamma, t.focal_alpha)}
+        return {"loss": F.binary_cross_entropy_with_logits(logits, target)}
 
     def predict_step(self, batch: Any) -> dict[str, Any]:
-        x = batch[0]
-        prob = torch.sigmoid(self.bare(x).squeeze(1).float())
-        if self.config.train.tta:
-            flipped = torch.sigmoid(self.bare(torch.flip(x, dims=[3])).squeeze(1).float())
-            prob = (prob + flipped) / 2
-        return {"score": prob}
+        prob = predict_tta(self.bare, batch[0], self.config.train.tta, "sigmoid")
+        return {"score": prob.squeeze(1)}
+
+
+def _counts(labels: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in sorted(Counter(labels.tolist()).items())}

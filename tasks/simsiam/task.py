@@ -57,6 +57,7 @@ class SimSiamTask(SupervisedTask[SimSiamConfig]):
         # layout: out/images/*.png and out/annotations/{train,val,test}.json
         out = src.parent.parent if src.suffix.lower() == ".json" else src.parent
         self.synthesize(out, n=d.synth.n, size=d.synth.size, seed=d.synth.seed)
+        self.notes.append(f"synthesised {d.synth.n} images: {out}")
         if not src.exists():
             raise DataError(
                 f"synthetic data was written to {out} (images/, annotations/train.json), "
@@ -92,6 +93,14 @@ class SimSiamTask(SupervisedTask[SimSiamConfig]):
 
     def data_summary(self) -> dict[str, Any]:
         return {"images": len(list_images(self.config.data)), "labels": "none (self-supervised)"}
+
+    @classmethod
+    def tiny_config(cls, data: Path) -> dict[str, Any]:
+        return {
+            "data": {"images": str(data), "image_size": 32, "val_fraction": 0.25},
+            "model": {"backbone": "resnet10t", "proj_dim": 64, "pred_dim": 16},
+            "train": {"epochs": 2, "batch_size": 8, "lr": 0.05},
+        }
 
     def read_cases(self, manifest: Path) -> pd.DataFrame:
         from tasks.simsiam.config import SimSiamData

@@ -68,8 +68,8 @@ def test_validate_ok_and_resolved_json(
     [
         (["--set", "train.epochs=two"], r"exp\.yaml, field train\.epochs"),
         (["--set", "train.lrr=1"], r"field train\.lrr: unknown key"),
-        (["--set", "task=nope"], r"unknown task 'nope'; registered tasks: detection, fundus"),
-        (["--set", "model.backbone=resnet_typo", "--check-data"], r"unknown timm backbone"),
+        (["--set", "task=nope"], r"unknown task 'nope'; registered tasks: abn, detection, fundus"),
+        (["--set", "model.backbone=resnet_typo"], r"field model\.backbone: unknown timm model"),
         (["--set", "nokeyvalue"], r"expected KEY=VALUE"),
     ],
 )

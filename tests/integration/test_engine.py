@@ -1,0 +1,141 @@
+"""Engine corrections on the shared local Ray: ASHA-pruned trials reach Optuna as pruned, a sweep
+metric the task never reports ends the sweep (exit 2), a killed worker is retried from its
+checkpoint, and a run that cannot recover is stored with its cause."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+import orchestrator
+from orchestrator.config import load
+from orchestrator.errors import UserError
+from orchestrator.results import ResultsStore
+
+pytestmark = pytest.mark.ray
+
+
+def _config(tmp_path: Path, csv: Path, body: str = "") -> Path:
+    text = f"""
+name: eng
+task: fundus
+seed: 0
+data: {{manifest: {csv}, image_size: 32, val_fraction: 0.25}}
+model: {{backbone: resnet10t}}
+train: {{epochs: 3, batch_size: 16, scheduler: none}}
+store: {{root: {tmp_path / "store"}}}
+{body}
+"""
+    path = tmp_path / "eng.yaml"
+    path.write_text(text)
+    return path
+
+
+def _study(store: Path, sweep: str) -> optuna.Study:
+    journal = optuna.storages.journal.JournalFileBackend(str(store / sweep / "optuna.journal"))
+    return optuna.load_study(study_name=sweep, storage=optuna.storages.JournalStorage(journal))
+
+
+def test_asha_prunes_on_the_reported_epoch_and_tells_optuna(
+    tmp_path: Path, fundus_csv: Path, ray_session: None
+) -> None:
+    sweep = """
+sweep:
+  num_samples: 4
+  max_concurrent: 2
+  sampler: random
+  scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
+  space:
+    train.lr: {type: loguniform, low: 1.0e-5, high: 1.0e-2}
+"""
+    out = orchestrator.sweep(_config(tmp_path, fundus_csv, sweep), name="asha")
+    assert out.errors == 0
+    runs = ResultsStore(tmp_path / "store").runs("asha")
+    study = _study(tmp_path / "store", "asha")
+    states = {t.user_attrs["medsweep_run_id"]: t.state for t in study.trials}
+    for row in runs.itertuples():
+        expected = {
+            "completed": optuna.trial.TrialState.COMPLETE,
+            "pruned": optuna.trial.TrialState.PRUNED,
+        }[row.status]
+        assert states[row.run_id] == expected
+        if row.status == "pruned":
+            assert row.epochs < 3
+    assert "pruned" in set(runs["status"]), "ASHA with 4 trials and rf 2 stops at least one"
+    # intermediate values are each epoch's raw metric, one per epoch
+    for trial in study.trials:
+        assert sorted(trial.intermediate_values) == list(
+            range(1, len(trial.intermediate_values) + 1)
+        )
+
+
+def test_a_metric_the_task_never_reports_ends_the_sweep(
+    tmp_path: Path, fundus_csv: Path, ray_session: None
+) -> None:
+    cfg = load(_config(tmp_path, fundus_csv), {"sweep.metric": "val_dice", "train.epochs": 2})
+    with pytest.raises(UserError, match=r"never reports 'val_dice'.*val_auc"):
+        orchestrator.sweep(cfg, name="typo")
+
+
+def _kill_worker_once(run_dir: Path, after_rows: Path, done: threading.Event) -> None:
+    """Kill the run's rank-0 worker as soon as its first epoch is stored (mid-run)."""
+    deadline = time.monotonic() + 120
+    while not done.is_set() and time.monotonic() < deadline:
+        pid_file = run_dir / "worker-rank0.pid"
+        if pid_file.is_file() and any(after_rows.glob("part-*.parquet")):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            return
+        done.wait(0.05)
+
+
+def _run_with_kill(cfg_path: Path, tmp_path: Path, retries: int, name: str) -> object:
+    cfg = load(cfg_path, {"failure.max_retries": retries})
+    store = tmp_path / "store"
+    done = threading.Event()
+    arts, rows = store / name / "artifacts", store / name / "metrics"
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while not done.is_set() and time.monotonic() < deadline:
+            runs = [p for p in arts.glob("*") if p.is_dir()] if arts.is_dir() else []
+            if runs:
+                _kill_worker_once(runs[0], rows, done)
+                return
+            done.wait(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        return orchestrator.run(cfg, name=name)
+    finally:
+        done.set()
+        watcher.join()
+
+
+def test_a_killed_worker_is_retried_from_its_checkpoint(
+    tmp_path: Path, fundus_csv: Path, ray_session: None
+) -> None:
+    out = _run_with_kill(_config(tmp_path, fundus_csv), tmp_path, retries=1, name="retry")
+    assert out.errors == 0  # type: ignore[attr-defined]
+    store = ResultsStore(tmp_path / "store")
+    runs = store.runs("retry")
+    assert runs["status"].tolist() == ["completed"]
+    auc = store.metrics("retry").query("split == 'val' and name == 'auc'")
+    assert sorted(auc["epoch"]) == [1, 2, 3]  # every epoch once: none lost, none twice
+
+
+def test_a_worker_dying_without_retries_is_stored_with_its_cause(
+    tmp_path: Path, fundus_csv: Path, ray_session: None
+) -> None:
+    out = _run_with_kill(_config(tmp_path, fundus_csv), tmp_path, retries=0, name="dies")
+    assert out.errors == 1  # type: ignore[attr-defined]
+    row = ResultsStore(tmp_path / "store").runs("dies").iloc[0]
+    assert row["status"] == "error"
+    assert row["error"] and "Error" in row["error"]
+    assert "worker rank 0" in row["traceback"]  # the run's last log lines come with it
