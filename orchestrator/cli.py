@@ -86,8 +86,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         check_data(task, config.source)
         summary = {**task.data_summary(), **({"created": task.notes} if task.notes else {})}
+    from orchestrator.privacy import redact_tree
+
+    resolved = redact_tree(config.to_dict())  # a storage URL's password is never printed
     if args.json:
-        _print_json(config.to_dict())
+        _print_json(resolved)
         return EXIT_OK
     con = _console()
     sw = config.experiment.sweep
@@ -103,7 +106,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if summary is not None:
         _print_summary(con, summary)
     if args.resolved:
-        con.print(config.to_yaml(), markup=False)
+        import yaml
+
+        con.print(yaml.safe_dump(resolved, sort_keys=False), markup=False)
     return EXIT_OK
 
 
@@ -231,7 +236,13 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     from orchestrator.registry import find_synth
 
     cls = find_synth(args.task)
-    path = cls.synthesize(Path(args.out), n=args.n, size=args.size, seed=args.seed)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give a folder (created if missing)", where="--out")
+    try:
+        path = cls.synthesize(out, n=args.n, size=args.size, seed=args.seed)
+    except ValueError as err:  # generators check their arguments (n, size) with ValueError
+        raise UserError(str(err), where=f"data synth {args.task}") from None
     _console().print(f"wrote {args.n} synthetic {args.task} images: {path}")
     return EXIT_OK
 
@@ -256,6 +267,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- parser --------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the ValueError into exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML file")
     p.add_argument(
@@ -317,8 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = dsub.add_parser("synth", help="write a synthetic dataset for a task")
     s.add_argument("task")
     s.add_argument("--out", required=True)
-    s.add_argument("--n", type=int, default=400)
-    s.add_argument("--size", type=int, default=96)
+    s.add_argument("--n", type=_positive_int, default=400, help="number of images")
+    s.add_argument("--size", type=_positive_int, default=96, help="image side in pixels")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_data_synth)
     from orchestrator.registry import data_tools

@@ -37,6 +37,19 @@ class Resources(StrictModel):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0, description="Fractional values pack runs per GPU.")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per worker, e.g. {node_b: 1} (`ray start --resources`).",
+    )
+
+    @field_validator("custom")
+    def _custom_names(cls, v: dict[str, float]) -> dict[str, float]:
+        builtin = {"CPU", "GPU", "memory", "object_store_memory"} & set(v)
+        if builtin:
+            raise ValueError(f"{sorted(builtin)[0]} is not a custom resource; use its own field")
+        if any(amount <= 0 for amount in v.values()):
+            raise ValueError("amounts must be greater than 0")
+        return v
 
     @field_validator("gpus_per_worker")
     def _fraction_or_whole(cls, v: float) -> float:
@@ -105,6 +118,13 @@ class Sweep(StrictModel):
 
 class Store(StrictModel):
     root: str = Field("medsweep_results", description="Results store folder (shared on clusters).")
+
+    @field_validator("root")
+    def _a_folder(cls, v: str) -> str:
+        path = Path(v).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{v} is a file, not a folder; give a folder (created if missing)")
+        return v
 
 
 class CrossValidation(StrictModel):
@@ -237,9 +257,11 @@ class Config:
         return from_dict(raw, source=source or self.source, check_sweep=check_sweep)
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str, where: str = "--set") -> Any:
     """A `--set` value: YAML scalars/lists, with `1e-3` read as a float (YAML 1.1 would not)."""
-    value = yaml.safe_load(text) if text.strip() else ""
+    from orchestrator import yaml_io
+
+    value = yaml_io.loads(text, "--set", where=where) if text.strip() else ""
     if isinstance(value, str):
         try:
             return float(value) if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value) else value
@@ -270,7 +292,7 @@ def parse_overrides(items: list[str] | None, source: str = "--set") -> dict[str,
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"expected KEY=VALUE, got {item!r}", where=source)
-        out[key.strip()] = parse_value(text)
+        out[key.strip()] = parse_value(text, where=f"value of {key.strip()}")
     return out
 
 
@@ -324,20 +346,10 @@ def from_dict(raw: dict[str, Any], source: str = "<config>", *, check_sweep: boo
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read, override and validate an experiment YAML file."""
+    from orchestrator import yaml_io
+
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError("config file not found", source=path) from None
-    except OSError as err:
-        raise ConfigError(f"cannot read config file: {err.strerror}", source=path) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"not valid YAML: {problem}", source=path, where=where) from None
+    raw = yaml_io.load_file(path)  # UTF-8, no duplicate keys, no tags: ConfigError otherwise
     if not isinstance(raw, dict):
         raise ConfigError("expected a mapping of sections at the top level", source=path)
     for key, value in (overrides or {}).items():

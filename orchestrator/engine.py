@@ -57,6 +57,8 @@ def connect_ray(log_to_driver: bool = False) -> None:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     # Tune would otherwise copy the driver's cwd into every trial; the store is absolute anyway.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    # The dashboard's Train tab (Tune does not pass this on: `fit_run` sets it in the trial too).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
     # Without RAY_ADDRESS, start our own instance even if another local cluster is running
     # (plain ray.init() would silently join it).
     address = None if os.environ.get("RAY_ADDRESS") else "local"
@@ -147,10 +149,13 @@ def execute(
     """Check everything, then run the trials of a run or a sweep and store their results."""
     from orchestrator.cv import check_resumed, make_split, store_split
     from orchestrator.lineage import resolve_artifacts
+    from orchestrator.paths import resolve_paths, with_checked_task
+    from orchestrator.preflight import preflight
     from orchestrator.privacy import store_secret
     from orchestrator.results import ResultsStore
     from orchestrator.resume import check_same_config, stored_info
 
+    config = resolve_paths(config)  # relative = to where the user ran the command
     store = ResultsStore(config.experiment.store.root)
     sweep = name or default_name(config, command)
     sweep_dir = store.sweep_dir(sweep).resolve()
@@ -160,16 +165,22 @@ def execute(
     if previous is not None:
         check_same_config(previous, config)
     _check_searchable(config)
-    task = get_task(config.experiment.task)(config.task)
-    check_data(task, config.source)
+    config, task = with_checked_task(config, _checked_task)
     exp = config.experiment
     split = make_split(task, exp.cv, exp.pseudo, config.source) if exp.cv else None
     if previous is not None and split is not None:
         check_resumed(previous.split_digest, split)
     connect_ray(log_to_driver=verbose)
     _check_resources(config)
+    _print_warnings(preflight(config, task), quiet, "note")
     info = _sweep_info(config, command, sweep, sweep_dir, split)
-    info = replace(info, warnings=task.sweep_warnings(exp.model_dump(mode="json")))
+    warnings = task.sweep_warnings(exp.model_dump(mode="json"))
+    if info.transductive and info.rounds:
+        warnings.append(
+            "transductive setting: pseudo-labels are drawn from the test split itself (as in "
+            "seed 002), so test metrics after round 0 are not independent of training"
+        )
+    info = replace(info, warnings=warnings)
     _print_warnings(info.warnings, quiet)
     searcher = _searcher(config, info) if _searched(config, command) else None
     if previous is None:
@@ -180,13 +191,19 @@ def execute(
     return _fit(config, info, trainable, searcher, resume, quiet)
 
 
-def _print_warnings(warnings: list[str], quiet: bool) -> None:
+def _print_warnings(warnings: list[str], quiet: bool, label: str = "warning") -> None:
     if warnings and not quiet:
         from rich.console import Console
 
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         for text in warnings:
-            console.print(f"[yellow]warning:[/yellow] {text}")
+            console.print(f"[yellow]{label}:[/yellow] {text}")
+
+
+def _checked_task(config: Config) -> Any:
+    task = get_task(config.experiment.task)(config.task)
+    check_data(task, config.source)
+    return task
 
 
 def check_data(task: Any, source: str) -> None:
@@ -287,6 +304,8 @@ def fit_run(spec: RunSpec, info: SweepInfo) -> None:
     per_worker: dict[str, float] = {"CPU": res["cpus_per_worker"]}
     if use_gpu:
         per_worker["GPU"] = res["gpus_per_worker"]
+    per_worker.update(res.get("custom") or {})
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")  # not passed on by Tune
     trainer = SweepTorchTrainer(
         train_loop_per_worker,  # type: ignore[arg-type]  # takes a RunSpec, not a dict
         train_loop_config=spec,  # type: ignore[arg-type]
@@ -354,35 +373,47 @@ def _per_run(config: Config) -> dict[str, float]:
     need = {"CPU": res.workers * res.cpus_per_worker}
     if res.gpus_per_worker:
         need["GPU"] = res.workers * res.gpus_per_worker
+    need.update({key: res.workers * amount for key, amount in res.custom.items()})
     return need
 
 
 def _check_resources(config: Config) -> None:
-    """Refuse a trial the cluster can never place (it would pend forever)."""
+    """Refuse a trial the cluster can never place (it would pend forever), naming the resource:
+    a worker no node can hold, or more workers than the nodes can hold together."""
     import ray
 
     res, cv = config.experiment.resources, config.experiment.cv
-    total = ray.cluster_resources()
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    per_worker = {"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker}
+    per_worker = {"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker, **res.custom}
+    per_worker = {k: v for k, v in per_worker.items() if v > 0}
     for key, amount in per_worker.items():
         biggest = max((n.get(key, 0.0) for n in nodes), default=0.0)
         if amount > biggest:
+            field = f"{key.lower()}s_per_worker" if key in ("CPU", "GPU") else f"custom.{key}"
             raise UserError(
                 f"a worker asks for {amount:g} {key} but the largest node has {biggest:g}",
                 source=config.source,
-                where=f"field resources.{key.lower()}s_per_worker",
+                where=f"field resources.{field}",
             )
     runs = cv.folds if cv is not None and cv.parallel == "always" else 1
-    for key, amount in _per_run(config).items():
-        if amount * runs > total.get(key, 0.0):
-            what = f"{runs} fold runs x " if runs > 1 else ""
-            raise UserError(
-                f"{what}{res.workers} worker(s) need {amount * runs:g} {key}; the cluster has "
-                f"{total.get(key, 0.0):g}",
-                source=config.source,
-                where="field resources.workers" + (" / cv.parallel" if runs > 1 else ""),
-            )
+    fits = {k: [int(n.get(k, 0.0) / v + 1e-9) for n in nodes] for k, v in per_worker.items()}
+    per_node = [min(counts) for counts in zip(*fits.values(), strict=True)]
+    strategy = res.placement_strategy
+    room = {"STRICT_PACK": max(per_node, default=0), "STRICT_SPREAD": sum(c > 0 for c in per_node)}
+    # A STRICT strategy binds the workers of one run; runs themselves may share nodes.
+    need = res.workers if strategy in room else res.workers * runs
+    placeable = room.get(strategy, sum(per_node))
+    if need > placeable:
+        limit = min(fits, key=lambda k: sum(fits[k]))
+        what = f"{runs} fold runs x " if runs > 1 else ""
+        each = ", ".join(f"{v:g} {k}" for k, v in per_worker.items())
+        raise UserError(
+            f"{what}{res.workers} worker(s) of {each} each cannot be placed ({strategy}): the "
+            f"cluster's nodes hold at most {placeable} such worker(s) (limited by {limit}: "
+            f"{ray.cluster_resources().get(limit, 0.0):g} in total)",
+            source=config.source,
+            where="field resources.workers" + (" / cv.parallel" if runs > 1 else ""),
+        )
 
 
 def _searcher(config: Config, info: SweepInfo) -> Any:
@@ -430,14 +461,21 @@ def open_storage(url: str | None, sweep_dir: Path, source: str) -> Any:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL)))
     try:
-        return optuna.storages.get_storage(url)
+        storage = optuna.storages.get_storage(url)
     except Exception as err:  # a missing driver, a bad URL, a server that refuses
+        cause = err.__cause__ if isinstance(err, ImportError) and err.__cause__ else err
+        text = redact(str(cause)).splitlines()[0] if str(cause) else ""
         raise UserError(
-            f"cannot open the Optuna storage {redact(url)}: {type(err).__name__}: "
-            f"{redact(str(err)).splitlines()[0] if str(err) else ''}",
+            f"cannot open the Optuna storage {redact(url)}: {type(cause).__name__}: {text}",
             source=source,
             where="field sweep.storage",
         ) from None
+    from orchestrator.privacy import SecretURL
+
+    backend = getattr(storage, "_backend", storage)  # RDB storages come wrapped in a cache
+    if isinstance(getattr(backend, "url", None), str):
+        backend.url = SecretURL(backend.url)  # Tune pickles the searcher: no password in tune/
+    return storage
 
 
 def _fit(
@@ -489,8 +527,11 @@ def _fit(
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
+    from orchestrator import signals
+
     try:
-        grid = tuner.fit()
+        with signals.graceful_stop():  # SIGINT/SIGTERM: trials end as interrupted, state saved
+            grid = tuner.fit()
     finally:  # trials Tune stopped (ASHA, a stopper, Ctrl-C) leave their groups behind
         from orchestrator.loop import release_placement_groups
         from orchestrator.trial import drop_checkpoints
@@ -498,9 +539,21 @@ def _fit(
         release_placement_groups(Path(info.sweep_dir) / "artifacts")
         if not config.experiment.checkpoint.keep_completed:
             drop_checkpoints(Path(info.sweep_dir))
+    stopped_by = signals.received()
+    if stopped_by is not None:
+        _raise_interrupted(info, stopped_by)
     guard.raise_if_tripped(config.source)
     errors = sum(1 for i in range(len(grid)) if grid[i].error is not None)
     return Outcome(info.sweep, Path(info.sweep_dir), info.metric, info.mode, len(grid), errors)
+
+
+def _raise_interrupted(info: SweepInfo, signal_name: str) -> None:
+    from orchestrator.results import ResultsStore
+    from orchestrator.signals import Interrupted
+
+    runs = ResultsStore(info.store_root).runs(info.sweep)
+    stored = int((runs["status"] == "interrupted").sum())
+    raise Interrupted(info.sweep, info.command, signal_name, stored)
 
 
 def _max_epochs(config: Config) -> int:

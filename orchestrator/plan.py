@@ -48,8 +48,30 @@ class SweepInfo:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SweepInfo:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Read a sweep.json, also one written by an older version (missing fields get
+        neutral values)."""
+        fallback: dict[str, Any] = {
+            "command": data.get("kind", "sweep"),
+            "task": "",
+            "metric": "",
+            "mode": "max",
+            "objective": "best",
+            "epochs": 0,
+            "store_root": "",
+            "sweep_dir": "",
+            "cwd": "",
+            "space": {},
+            "config": {},
+            "source": "",
+            "host": "",
+            "user": "",
+            "versions": {},
+            "git_rev": "",
+            "created": 0.0,
+        }
+        known = set(cls.__dataclass_fields__)
+        given = {k: v for k, v in data.items() if k in known and v is not None}
+        return cls(**{**{k: v for k, v in fallback.items() if k in known}, **given})
 
 
 @dataclass(frozen=True)

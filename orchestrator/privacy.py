@@ -33,6 +33,35 @@ def redact(text: str) -> str:
     return _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
 
 
+def strip_password(url: str) -> str:
+    """`scheme://user:secret@host` -> `scheme://user@host` (libpq then reads PGPASSWORD or
+    ~/.pgpass)."""
+    return _URL_PASSWORD.sub(lambda m: m.group("head")[:-1], url)
+
+
+# Real URLs of the storages this process opened, by their redacted form (never written anywhere).
+_OPENED: dict[str, str] = {}
+
+
+class SecretURL(str):
+    """A URL that pickles as its redacted form. Ray Tune pickles the searcher, and so the Optuna
+    storage and its URL, into the sweep's `tune/` folder; this keeps the password out of it. A
+    resumed sweep opens its storage again (registering the real URL) before Tune unpickles the
+    searcher; unknown URLs come back without their password."""
+
+    def __new__(cls, url: str) -> SecretURL:
+        _OPENED[redact(url)] = str(url)
+        return super().__new__(cls, url)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_unpickle_url, (redact(str(self)),))
+
+
+def _unpickle_url(redacted: str) -> str:
+    real = _OPENED.get(redacted)
+    return SecretURL(real) if real is not None else strip_password(redacted)
+
+
 def redact_tree(value: Any) -> Any:
     """`redact` applied to every string of a nested config."""
     if isinstance(value, str):

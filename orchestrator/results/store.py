@@ -223,6 +223,21 @@ class ResultsStore:
             "part": str(path),
         }
 
+    def latest_sql(self, table: str = "runs", sweep: str | None = None) -> str:
+        """DuckDB SQL reading a table's raw parts as one row per key (the latest write), as
+        `runs`/`metrics` do: plain `select *` over the parts returns every rewrite of a run
+        (its `running` row and its `completed` row)."""
+        if table not in TABLES:
+            raise UserError(f"expected one of {list(TABLES)}, got {table!r}", where="--table")
+        folder = self.sweep_dir(sweep) if sweep else self.root / "*"
+        glob = (folder / table / pio.PART_GLOB).as_posix().replace("'", "''")
+        keys = ", ".join(KEYS[table])
+        return (
+            f"SELECT * FROM read_parquet('{glob}', union_by_name = true)\n"
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} "
+            f"ORDER BY {ORDER_BY[table]} DESC NULLS LAST, filename DESC) = 1"
+        )
+
     def best(self, sweep: str, n: int | None = 10) -> pd.DataFrame:
         """Runs with an objective, best first by the sweep's mode (default max); top `n`."""
         mode = self.sweep_info(sweep).get("mode") or "max"
