@@ -17,6 +17,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/medsweep demo
 
+demo-all: $(STAMP)
+	$(BIN)/medsweep demo --all
+
 # chromium, postgresql and shellcheck for the tests that need them (skipped where impossible).
 system-deps:
 	bash deploy/system-deps.sh

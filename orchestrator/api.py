@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The demo sweeps, run in this order (each synthesises its data on first use).
-DEMO_CONFIGS = ("fundus_demo.yaml", "detection_demo.yaml")
+# One short sweep per task family (`make demo`), then the rest (`make demo-all`).
+DEMO_CONFIGS = ("fundus_cv_demo.yaml", "detection_demo.yaml", "abn_demo.yaml", "glow_demo.yaml")
+MORE_DEMO_CONFIGS = ("fundus_grid_demo.yaml", "fundus_demo.yaml", "petct_demo.yaml")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
@@ -94,7 +96,7 @@ def print_summary(outcome: Outcome, console: Console) -> None:
 
 
 def demo(
-    store: str = "medsweep_results", quiet: bool = False, verbose: bool = False
+    store: str = "medsweep_results", quiet: bool = False, verbose: bool = False, all: bool = False
 ) -> list[Outcome]:
     """Synthetic data, then one real Optuna sweep per demo config on an embedded (or joined) Ray."""
     import sys
@@ -104,7 +106,7 @@ def demo(
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
     outcomes = []
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for file in DEMO_CONFIGS:
+    for file in DEMO_CONFIGS + (MORE_DEMO_CONFIGS if all else ()):
         path = REPO_ROOT / "configs" / file
         if not path.exists():
             raise UserError("demo config not found (run from a clone of the repo)", source=path)

@@ -125,23 +125,59 @@ def _print_summary(con: Any, summary: dict[str, Any]) -> None:
 
 def _execute(args: argparse.Namespace, command: str) -> int:
     from orchestrator import api
+    from orchestrator.signals import Interrupted
 
-    outcome = api.execute_config(
-        _load(args),
-        command=command,
-        name=args.name,
-        resume=getattr(args, "resume", False),
-        quiet=args.quiet,
-        verbose=args.verbose,
-    )
+    try:
+        outcome = api.execute_config(
+            _load(args),
+            command=command,
+            name=args.name,
+            resume=getattr(args, "resume", False),
+            quiet=args.quiet,
+            verbose=args.verbose,
+        )
+    except Interrupted as stop:
+        from rich.markup import escape
+
+        _console(stderr=True).print(
+            f"[yellow]{stop.command} {stop.sweep!r} interrupted by {stop.signal_name}[/yellow]; "
+            f"{stop.trials} trial(s) stored as interrupted. Resume it with:\n"
+            f"  {escape(_resume_command(args, stop.sweep))}"
+        )
+        return stop.exit_code
     api.print_summary(outcome, _console())
     if outcome.errors:
-        _console(stderr=True).print(
+        err = _console(stderr=True)
+        err.print(
             f"[red]{outcome.errors} of {outcome.trials} trial(s) failed[/red]; "
             f"see `medsweep results ls` and the error column of `medsweep results show RUN`"
         )
+        for line in _failure_causes(outcome):
+            err.print(line, markup=False)
         return EXIT_FAIL
     return EXIT_OK
+
+
+def _resume_command(args: argparse.Namespace, sweep: str) -> str:
+    """The command that continues an interrupted run or sweep, exactly as it was started."""
+    import shlex
+
+    overrides = [part for item in args.set for part in ("--set", item)]
+    words = ["medsweep", args.command, args.config, *overrides, "--name", sweep, "--resume"]
+    return shlex.join(words)
+
+
+def _failure_causes(outcome: Any) -> list[str]:
+    """One line per failed trial: its run id and the stored cause."""
+    from orchestrator.privacy import redact
+    from orchestrator.results import ResultsStore
+
+    runs = ResultsStore(outcome.path.parent).runs(outcome.sweep)
+    failed = runs[runs["status"] == "error"]
+    return [
+        f"  {r}: {redact(str(e)) or '(no cause stored)'}"
+        for r, e in zip(failed["run_id"], failed["error"], strict=True)
+    ]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -175,19 +211,28 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     store = ResultsStore(args.store)
     action: Callable[..., Any] = {
-        "ls": lambda: views.ls(store),
+        "ls": lambda: views.ls(store, args.sweep, folds=args.folds),
         "show": lambda: views.show(store, args.run),
-        "best": lambda: views.best(store, args.sweep, n=args.n),
-        "compare": lambda: views.compare(store, args.sweeps),
-        "export": lambda: views.export(store, args.sweep, fmt=args.format, out=Path(args.out)),
-        "compact": lambda: store.compact(args.sweep),
+        "best": lambda: views.best(
+            store, args.sweep, n=args.n, metric=args.metric, sort=args.sort, filters=args.filter
+        ),
+        "compare": lambda: views.compare(store, args.sweeps, all_fields=args.all),
+        "export": lambda: views.export(
+            store, args.sweep, fmt=args.format, out=Path(args.out), folds=args.folds
+        ),
+        "compact": lambda: store.compact(views.resolve_sweep(store, args.sweep)),
+        "prune": lambda: views.prune(
+            store, args.sweep, keep=args.keep, dry_run=args.dry_run, force=args.force
+        ),
+        "sql": lambda: views.sql(store, args.table, args.sweep),
     }[args.results_cmd]
     data = action()
     if args.json:
         _print_json(data)
     else:
         views.render(args.results_cmd, data, _console())
-    return EXIT_OK
+    # a leaderboard with no trial on it (all failed, or none matches) is not a success
+    return EXIT_FAIL if args.results_cmd == "best" and not data["rows"] else EXIT_OK
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -262,7 +307,7 @@ def cmd_evaluator(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from orchestrator import api
 
-    outcomes = api.demo(store=args.store, quiet=args.quiet, verbose=args.verbose)
+    outcomes = api.demo(store=args.store, quiet=args.quiet, verbose=args.verbose, all=args.all)
     return EXIT_FAIL if any(o.errors for o in outcomes) else EXIT_OK
 
 
@@ -314,8 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--name", help="name in the results store (default from the config)")
         p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
         p.add_argument("--verbose", action="store_true", help="also stream Ray worker logs")
-        if name == "sweep":
-            p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+        p.add_argument("--resume", action="store_true", help=f"continue an interrupted {name}")
         p.set_defaults(func=func)
 
     _add_results_parser(sub)
@@ -356,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="medsweep_results")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     p.add_argument("--verbose", action="store_true", help="also stream Ray worker logs")
+    p.add_argument(
+        "--all", action="store_true", help="also the grid, plain fundus and PET/CT demo sweeps"
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -364,20 +411,51 @@ def _add_results_parser(sub: Any) -> None:
     p = sub.add_parser("results", help="query the results store")
     p.add_argument("--store", default="medsweep_results", help="results store folder")
     rsub = p.add_subparsers(dest="results_cmd", required=True, parser_class=_Parser)
-    r = rsub.add_parser("ls", help="list sweeps and runs")
+    r = rsub.add_parser("ls", help="list the sweeps, or the runs of one sweep")
+    r.add_argument("sweep", nargs="?", help="list this sweep's runs (a unique prefix is enough)")
+    r.add_argument("--folds", action="store_true", help="also the fold runs of CV trials")
     r = rsub.add_parser("show", help="one run: config, metrics per epoch, artifacts")
-    r.add_argument("run", help="run id or a unique prefix")
-    r = rsub.add_parser("best", help="leaderboard of a sweep")
-    r.add_argument("sweep")
-    r.add_argument("--n", type=int, default=10)
-    r = rsub.add_parser("compare", help="best run of each sweep side by side")
-    r.add_argument("sweeps", nargs="+")
-    r = rsub.add_parser("export", help="write a sweep's runs and metrics to CSV or Parquet")
+    r.add_argument("run", help="run id, a unique prefix of one, or SWEEP/RUN_ID")
+    _add_best_parser(rsub)
+    r = rsub.add_parser(
+        "compare",
+        help="runs side by side: metric, test metric and every resolved-config field that "
+        "differs",
+    )
+    r.add_argument(
+        "sweeps", nargs="+", metavar="SWEEP_OR_RUN", help="a sweep (its best run) or a run id"
+    )
+    r.add_argument("--all", action="store_true", help="every config field, not only differences")
+    from orchestrator.results.views_export import EXPORT_HELP
+
+    r = rsub.add_parser(
+        "export", help="write a sweep's runs and metrics to CSV or Parquet", description=EXPORT_HELP
+    )
     r.add_argument("sweep")
     r.add_argument("--format", choices=["csv", "parquet"], required=True)
-    r.add_argument("--out", required=True)
+    r.add_argument("--out", required=True, help="runs file; metrics go to <stem>.metrics.FMT")
+    r.add_argument("--folds", action="store_true", help="also the fold runs of CV trials")
     r = rsub.add_parser("compact", help="merge a sweep's part files atomically")
     r.add_argument("sweep")
+    r = rsub.add_parser(
+        "prune",
+        help="delete model weights and resume checkpoints to free disk; never touches rows",
+    )
+    r.add_argument("sweep")
+    r.add_argument(
+        "--keep",
+        choices=["best", "none"],
+        required=True,
+        help="best: keep the best trial's weights (and its folds'); none: delete all weights",
+    )
+    r.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    r.add_argument("--force", action="store_true", help="also while trials are unfinished")
+    r = rsub.add_parser(
+        "sql",
+        help="DuckDB SQL that reads the raw Parquet parts as one row per run (latest write)",
+    )
+    r.add_argument("sweep", nargs="?", help="one sweep (default: every sweep of the store)")
+    r.add_argument("--table", choices=["runs", "metrics"], default="runs")
     for action in rsub.choices.values():
         action.add_argument("--json", action="store_true", help="one JSON object on stdout")
         action.set_defaults(func=cmd_results)
@@ -398,6 +476,36 @@ def _add_results_parser(sub: Any) -> None:
             default=argparse.SUPPRESS,
             help="results store folder (default: medsweep_results)",
         )
+
+
+def _add_best_parser(rsub: Any) -> None:
+    r = rsub.add_parser(
+        "best",
+        help="leaderboard of a sweep (exit 1 when no trial has a value)",
+        description="Trials ranked by the objective (or --metric), best first; the cause of "
+        "each failed trial below. Exit 1 when no trial is on the leaderboard.",
+    )
+    r.add_argument("sweep", help="sweep name or a unique prefix of it")
+    r.add_argument("--n", type=_positive_int, default=10, help="how many trials (default 10)")
+    r.add_argument(
+        "--metric",
+        help="rank by this stored metric (e.g. val_loss, test_auc): its best value over "
+        "epochs, or the last value of a test_ metric (default: the objective)",
+    )
+    r.add_argument(
+        "--sort",
+        choices=["asc", "desc"],
+        help="direction (default: the sweep's mode; for --metric min for losses, else max)",
+    )
+    r.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY OP VALUE",
+        help="keep trials where it holds (repeatable, all must hold): OP one of = != < <= > >=, "
+        "KEY a parameter (train.lr or lr), a metric (val_auc), status, variant, epochs, "
+        "duration_s; = takes a,b for any of several, e.g. status=completed,pruned",
+    )
 
 
 def _add_eval_parser(sub: Any) -> None:
@@ -468,18 +576,26 @@ def _run(args: argparse.Namespace) -> int:
     except UserError as err:
         from rich.markup import escape
 
-        _console(stderr=True).print(f"[bold red]error:[/bold red] {escape(err.render())}")
+        from orchestrator.privacy import redact
+
+        message = escape(redact(err.render()))  # a URL's password is never printed
+        _console(stderr=True).print(f"[bold red]error:[/bold red] {message}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        _console(stderr=True).print("interrupted; resume a sweep with `medsweep sweep --resume`")
+        hint = "`medsweep results ls` shows what was stored"
+        if getattr(args, "func", None) in (cmd_run, cmd_sweep) and args.name:
+            hint = f"resume a started {args.command} with: {_resume_command(args, args.name)}"
+        _console(stderr=True).print(f"interrupted; {hint}", markup=False)
         return 130
     except Exception as err:  # a failure while running: short message, traceback with --debug
         if args.debug:
             raise
         from rich.markup import escape
 
+        from orchestrator.privacy import redact
+
         _console(stderr=True).print(
-            f"[bold red]failed:[/bold red] {escape(f'{type(err).__name__}: {err}')} "
+            f"[bold red]failed:[/bold red] {escape(redact(f'{type(err).__name__}: {err}'))} "
             "(rerun with --debug for the traceback)"
         )
         return EXIT_FAIL

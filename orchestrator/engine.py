@@ -59,10 +59,31 @@ def connect_ray(log_to_driver: bool = False) -> None:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     # The dashboard's Train tab (Tune does not pass this on: `fit_run` sets it in the trial too).
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
-    # Without RAY_ADDRESS, start our own instance even if another local cluster is running
-    # (plain ray.init() would silently join it).
-    address = None if os.environ.get("RAY_ADDRESS") else "local"
-    ray.init(address=address, log_to_driver=log_to_driver, logging_level=logging.WARNING)
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=log_to_driver, logging_level=logging.WARNING)
+        return
+    # Start our own instance even if another local cluster is running (plain ray.init() would
+    # silently join it). It serves this machine only: its processes and dashboard listen on
+    # 127.0.0.1 unless MEDSWEEP_RAY_HOST names another address (e.g. 0.0.0.0).
+    host = os.environ.get("MEDSWEEP_RAY_HOST", "127.0.0.1")
+    if host in ("127.0.0.1", "localhost"):
+        _loopback_only()
+    ray.init(
+        address="local",
+        log_to_driver=log_to_driver,
+        logging_level=logging.WARNING,
+        dashboard_host=host,
+    )
+
+
+def _loopback_only() -> None:
+    """Make a local Ray use 127.0.0.1 as its node address: its GCS, raylet, workers and agents
+    then bind to loopback (Ray turns an explicit `_node_ip_address="127.0.0.1"` into the routable
+    address; this switch, meant for laptops, is the one that keeps it)."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read by the processes Ray starts
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read by this process (imported already)
 
 
 def _git_rev() -> str:
@@ -293,6 +314,7 @@ def _task_of(config: dict[str, Any], source: str) -> Any:
 
 def fit_run(spec: RunSpec, info: SweepInfo) -> None:
     """One Ray Train run of a trial (a resumed run continues from its latest checkpoint)."""
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
 
@@ -307,8 +329,10 @@ def fit_run(spec: RunSpec, info: SweepInfo) -> None:
     per_worker.update(res.get("custom") or {})
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")  # not passed on by Tune
     trainer = SweepTorchTrainer(
-        train_loop_per_worker,  # type: ignore[arg-type]  # takes a RunSpec, not a dict
-        train_loop_config=spec,  # type: ignore[arg-type]
+        train_loop_per_worker,
+        # A small dict (Train's run-state tracking records it): the spec itself, with its case
+        # tables, travels through the object store.
+        train_loop_config={"run_id": spec.run_id, "spec": ray.put(spec)},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=res["workers"],
@@ -456,10 +480,10 @@ def open_storage(url: str | None, sweep_dir: Path, source: str) -> Any:
     from orchestrator.privacy import redact
 
     if not url:
-        from optuna.storages.journal import JournalFileBackend
+        from orchestrator.journal import open_backend  # recovers from a killed driver's lock
 
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL)))
+        return optuna.storages.JournalStorage(open_backend(sweep_dir / JOURNAL))
     try:
         storage = optuna.storages.get_storage(url)
     except Exception as err:  # a missing driver, a bad URL, a server that refuses
@@ -472,7 +496,7 @@ def open_storage(url: str | None, sweep_dir: Path, source: str) -> Any:
         ) from None
     from orchestrator.privacy import SecretURL
 
-    backend = getattr(storage, "_backend", storage)  # RDB storages come wrapped in a cache
+    backend: Any = getattr(storage, "_backend", storage)  # RDB storages come in a cache
     if isinstance(getattr(backend, "url", None), str):
         backend.url = SecretURL(backend.url)  # Tune pickles the searcher: no password in tune/
     return storage
@@ -539,21 +563,11 @@ def _fit(
         release_placement_groups(Path(info.sweep_dir) / "artifacts")
         if not config.experiment.checkpoint.keep_completed:
             drop_checkpoints(Path(info.sweep_dir))
-    stopped_by = signals.received()
-    if stopped_by is not None:
-        _raise_interrupted(info, stopped_by)
+    if signals.received() is not None:
+        raise signals.interrupted(info)
     guard.raise_if_tripped(config.source)
     errors = sum(1 for i in range(len(grid)) if grid[i].error is not None)
     return Outcome(info.sweep, Path(info.sweep_dir), info.metric, info.mode, len(grid), errors)
-
-
-def _raise_interrupted(info: SweepInfo, signal_name: str) -> None:
-    from orchestrator.results import ResultsStore
-    from orchestrator.signals import Interrupted
-
-    runs = ResultsStore(info.store_root).runs(info.sweep)
-    stored = int((runs["status"] == "interrupted").sum())
-    raise Interrupted(info.sweep, info.command, signal_name, stored)
 
 
 def _max_epochs(config: Config) -> int:

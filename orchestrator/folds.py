@@ -135,6 +135,7 @@ class FoldRunner:
 
     def _run(self, spec: RunSpec) -> None:
         with self._slots:
+            spec = replace(spec, timings={**spec.timings, "launched": time.time()})
             try:
                 self.fit(spec)
             except BaseException as err:  # recorded; the trial decides what it means

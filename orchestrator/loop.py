@@ -62,16 +62,20 @@ class Objective:
         return {"best": self.best, "best_epoch": self.best_epoch}
 
 
-def train_loop_per_worker(spec: RunSpec) -> None:
-    """Ray Train entry point of every worker of one run."""
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point of every worker of one run (`loop_config["spec"]`: a `RunSpec`
+    in the object store)."""
+    import ray
     import ray.train
     import ray.train.torch
 
+    spec: RunSpec = ray.get(loop_config["spec"])
     from orchestrator.config import from_dict
     from orchestrator.registry import get_task
     from tasks.base import RunContext
     from tasks.common.torch_utils import seed_everything
 
+    marks = {**spec.timings, "worker_started": time.time()}
     # Relative paths in configs mean "relative to where the sweep was started".
     if os.path.isdir(spec.cwd):
         os.chdir(spec.cwd)
@@ -98,14 +102,24 @@ def train_loop_per_worker(spec: RunSpec) -> None:
         prepare_loader=ray.train.torch.prepare_data_loader,
     )
     ctx.privacy = privacy_filter(spec, task)
-    run_worker(task, ctx, spec, ray.train.get_checkpoint(), _train_report)
+    marks["task_ready"] = time.time()
+    run_worker(task, ctx, spec, ray.train.get_checkpoint(), _train_report, marks)
 
 
-def run_worker(task: Any, ctx: Any, spec: RunSpec, checkpoint: Any, report: Any) -> None:
+def run_worker(
+    task: Any,
+    ctx: Any,
+    spec: RunSpec,
+    checkpoint: Any,
+    report: Any,
+    marks: dict[str, float] | None = None,
+) -> None:
     """The epoch loop of one worker (separate from Ray so tests can drive it directly)."""
     from tasks.common.template import Diverged
 
+    marks = dict(marks or {})
     task.setup(ctx)
+    marks["setup_done"] = time.time()
     objective = Objective(spec.metric, spec.mode, spec.objective)
     start = restore(task, objective, checkpoint, ctx.rank)
     nodes = _gather_nodes()
@@ -124,6 +138,10 @@ def run_worker(task: Any, ctx: Any, spec: RunSpec, checkpoint: Any, report: Any)
             except Diverged as err:
                 status, reason = "diverged", str(err)
                 break
+            if epoch == start and ctx.is_main:
+                marks["first_step"] = getattr(task, "first_step_at", None) or math.nan
+                marks["first_epoch_done"] = time.time()
+                write_timings(Path(spec.artifacts_dir), marks)
             _finish_epoch(task, ctx, spec, objective, epoch, metrics, report)
     finally:
         for hook in task.hooks():
@@ -146,6 +164,24 @@ def run_worker(task: Any, ctx: Any, spec: RunSpec, checkpoint: Any, report: Any)
         import ray
 
         ray.get(spec.channel.put.remote(end))
+
+
+TIMINGS_FILE = "timings.json"
+
+
+def write_timings(directory: Path, marks: dict[str, float]) -> None:
+    """Wall-clock marks of a run's start (trial start, launch, worker start, task ready, setup,
+    first optimiser step, first epoch) for the start-up benchmark; appended per attempt."""
+    import json
+
+    from tasks.common.io import atomic_write_json
+
+    path = directory / TIMINGS_FILE
+    try:
+        attempts = json.loads(path.read_text()) if path.is_file() else []
+    except ValueError:
+        attempts = []
+    atomic_write_json(path, [*attempts, {k: v for k, v in marks.items() if v == v}])
 
 
 def run_epoch(task: Any, epoch: int, max_loss: float | None = None) -> dict[str, float]:

@@ -96,6 +96,7 @@ class RunSpec:
     send_val: bool = False  # send each epoch's validation predictions (pooled out-of-fold)
     channel: Any = None  # the trial's `TrialChannel` actor (None outside a trial)
     secret: bytes | None = field(default=None, repr=False)  # pseudonymisation key
+    timings: dict[str, float] = field(default_factory=dict)  # trial start, run launch (epoch s)
 
     @property
     def parent_run_id(self) -> str:

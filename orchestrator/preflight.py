@@ -360,7 +360,7 @@ def _failure(
         advice.append("check that the node is healthy (`ray status`) and has the same environment")
     if kinds & {"missing", "unreadable"}:
         advice.append(
-            "put data and weights on storage that every node mounts at the same path (NFS, "
+            "put data and weights on shared storage mounted at the same path on every node (NFS, "
             "Lustre, GPFS, a Kubernetes volume) or copy them to that path on every node; a "
             "runtime_env working_dir is for code only (it leaves out git-ignored files such as "
             "data/ and is unpacked separately on each node)"

@@ -17,7 +17,10 @@ import signal
 import threading
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.plan import SweepInfo
 
 # Tune's messages about its own interruption handling and resume API (medsweep prints its own).
 _TUNE_NOISE = ("Stop signal received", "Tuner.restore", "Trials did not complete", "restore_entry")
@@ -28,13 +31,23 @@ class Interrupted(Exception):
     """A run or sweep stopped by a signal; its unfinished trials are stored as interrupted."""
 
     def __init__(self, sweep: str, command: str, signal_name: str, trials: int) -> None:
-        self.sweep, self.command, self.signal_name, self.trials = sweep, command, signal_name, trials
+        self.sweep, self.command, self.trials = sweep, command, trials
+        self.signal_name = signal_name
         super().__init__(f"{command} {sweep!r} interrupted by {signal_name}")
 
     @property
     def exit_code(self) -> int:
         """128 + the signal's number, as a shell reports a process ended by it."""
         return 128 + int(getattr(signal, self.signal_name, signal.SIGINT))
+
+
+def interrupted(info: SweepInfo) -> Interrupted:
+    """The exception for a sweep a signal stopped, counting its trials stored as interrupted."""
+    from orchestrator.results import ResultsStore
+
+    runs = ResultsStore(info.store_root).runs(info.sweep)
+    stored = int((runs["status"] == "interrupted").sum())
+    return Interrupted(info.sweep, info.command, received() or "SIGINT", stored)
 
 
 def received() -> str | None:

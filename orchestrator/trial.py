@@ -79,6 +79,7 @@ class Trial:
         self.round_values: dict[int, list[float]] = {}
         self.best_epoch = 0
         self.started: dict[str, float] = {}
+        self.created = time.time()
 
     @property
     def task(self) -> Any:
@@ -113,6 +114,7 @@ class Trial:
             artifacts_dir=str(self.dir),
             channel=self.channel,
             secret=self.secret,
+            timings={"trial_started": self.created},
         )
         if self.split is None:
             return [base]

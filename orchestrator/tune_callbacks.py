@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -179,6 +180,28 @@ class ResultsCallback(Callback):
         cause = self._cause(trial) or _tune_cause(trial)
         self.store.write_runs(self.info.sweep, [self._row(trial, "error", **cause)])
 
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        """After SIGINT/SIGTERM (`orchestrator.signals`): every run still stored as running, a
+        trial or a fold run of one, is stored as interrupted (Tune saved its state: a resumed
+        sweep continues these trials from their checkpoints)."""
+        from orchestrator.signals import received
+
+        stopped_by = received()
+        if stopped_by is None:
+            return
+        runs = self.store.runs(self.info.sweep, folds=True)
+        running = runs[runs["status"] == "running"]
+        by_id = {t.trial_id: t for t in trials}
+        why = f"interrupted by {stopped_by}; resume the sweep to continue it"
+        rows = [
+            self._row(by_id[r["run_id"]], "interrupted", error=why)
+            if r["run_id"] in by_id
+            else _ended(r, "interrupted", why)
+            for r in running.to_dict("records")
+        ]
+        if rows:
+            self.store.write_runs(self.info.sweep, rows)
+
     def _cause(self, trial: Any) -> dict[str, str]:
         from orchestrator.folds import read_failure
         from orchestrator.privacy import redact
@@ -188,6 +211,24 @@ class ResultsCallback(Callback):
             return {}
         tb = found.get("traceback", "") + "\n--- log ---\n" + found.get("log", "")
         return {"error": redact(found.get("error", "")), "traceback": redact(tb)}
+
+
+def _ended(stored: Mapping[Any, Any], status: str, error: str) -> dict[str, Any]:
+    """A stored runs row (as read back) rewritten with a final status."""
+    from orchestrator.results.schema import RUNS_COLUMNS
+
+    row = {k: None if _missing(stored.get(k)) else stored.get(k) for k in RUNS_COLUMNS}
+    row.pop("written_at")
+    now = time.time()
+    start = row.get("start_time") or now
+    row.update(status=status, end_time=now, duration_s=now - start, error=error)
+    return row
+
+
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
 
 
 def _tune_cause(trial: Any) -> dict[str, str]:

@@ -32,9 +32,8 @@ class StrictLoader(yaml.SafeLoader):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
                 event = self.peek_event()
-                raise yaml.composer.ComposerError(
-                    None, None, f"more than {MAX_ALIASES} alias references (*name)", event.start_mark
-                )
+                problem = f"more than {MAX_ALIASES} alias references (*name)"
+                raise yaml.composer.ComposerError(None, None, problem, event.start_mark)
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
@@ -78,7 +77,7 @@ def _one_line(err: yaml.YAMLError) -> tuple[str, str | None]:
 def loads(text: str, source: str, where: str | None = None) -> Any:
     """Parse YAML text; errors name `source` and the line (prefixed by `where` if given)."""
     try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader: no Python objects
     except yaml.YAMLError as err:
         problem, at = _one_line(err)
         place = ", ".join(p for p in (where, at) if p) or None

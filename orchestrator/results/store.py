@@ -233,7 +233,8 @@ class ResultsStore:
         glob = (folder / table / pio.PART_GLOB).as_posix().replace("'", "''")
         keys = ", ".join(KEYS[table])
         return (
-            f"SELECT * FROM read_parquet('{glob}', union_by_name = true)\n"
+            f"SELECT * EXCLUDE (filename)\n"
+            f"FROM read_parquet('{glob}', union_by_name = true, filename = true)\n"
             f"QUALIFY row_number() OVER (PARTITION BY {keys} "
             f"ORDER BY {ORDER_BY[table]} DESC NULLS LAST, filename DESC) = 1"
         )

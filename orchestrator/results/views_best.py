@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.text import Text
 
 from orchestrator.errors import UserError
 from orchestrator.results.store import ResultsStore
@@ -119,6 +120,9 @@ class Facts:
         param = key if key.startswith("param.") else f"param.{key}"
         if param in frame.columns:
             return frame[param]
+        by_last = [p for p in param_names(frame) if p.rsplit(".", 1)[-1] == key]
+        if len(by_last) == 1:  # `lr` for `train.lr` where that is unambiguous
+            return frame[f"param.{by_last[0]}"]
         values = metric_values(self.metrics, key, guess_mode(key, self.metric, self.mode))
         if not values.empty:
             return frame["run_id"].map(values)
@@ -224,30 +228,40 @@ def _failures(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def render_best(console: Console, data: Mapping[str, Any]) -> None:
+    for item in best_renderables(data):
+        console.print(item)
+
+
+def best_renderables(data: Mapping[str, Any]) -> list[RenderableType]:
+    """The leaderboard, a count line and the failed trials' causes, ready to print."""
     rows = data["rows"]
+    out: list[RenderableType] = []
     if rows:
         ranked_by = data["sort_by"] if data["sort_by"] != data["metric"] else None
         title = f"ranked by {ranked_by} ({data['sort']})" if ranked_by else None
-        table = leaderboard(
-            rows, data["metric"], data["mode"], data["params"], title=title, value=ranked_by
+        out.append(
+            leaderboard(
+                rows, data["metric"], data["mode"], data["params"], title=title, value=ranked_by
+            )
         )
-        console.print(table)
         shown = f"{len(rows)} of {data['matched']} matching" if data["filters"] else len(rows)
-        console.print(
-            f"[dim]{shown} of {data['trials']} trial(s); "
-            f"medsweep results show RUN_ID  (sweep {data['sweep']})[/dim]"
+        out.append(
+            Text(
+                f"{shown} of {data['trials']} trial(s); medsweep results show RUN_ID "
+                f"(sweep {data['sweep']})",
+                style="dim",
+            )
         )
     elif data["filters"]:
-        console.print(f"No trial of {data['sweep']} matches {' and '.join(data['filters'])}.")
+        out.append(Text(f"No trial of {data['sweep']} matches {' and '.join(data['filters'])}."))
     else:
-        console.print(f"Sweep {data['sweep']} has no trial with an objective.")
+        out.append(Text(f"Sweep {data['sweep']} has no trial with an objective."))
     if data["failures"]:
-        console.print(f"[bold red]{len(data['failures'])} failed trial(s)[/]")
+        out.append(Text(f"{len(data['failures'])} failed trial(s)", style="bold red"))
         for failure in data["failures"]:
-            console.print(
-                f"  {failure['run_id']} [red]{failure['status']}[/red]: {failure['error']}",
-                markup=True,
-                highlight=False,
-            )
-        console.print("[dim]medsweep results show RUN_ID prints the full traceback[/dim]")
-
+            line = Text(f"  {failure['run_id']} ")
+            line.append(failure["status"], style="red")
+            line.append(f": {failure['error']}")
+            out.append(line)
+        out.append(Text("medsweep results show RUN_ID prints the full traceback", style="dim"))
+    return out

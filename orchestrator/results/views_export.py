@@ -49,8 +49,7 @@ def export(
         runs_path = runs_path.with_name(f"{runs_path.name}.{fmt}")
     elif runs_path.suffix.lower() != f".{fmt}":
         raise UserError(
-            f"--out ends in {runs_path.suffix!r} but --format is {fmt}; use .{fmt} or no "
-            "extension",
+            f"--out ends in {runs_path.suffix!r} but --format is {fmt}; use .{fmt} or no extension",
             source=runs_path,
         )
     metrics_path = runs_path.with_name(f"{runs_path.stem}.metrics.{fmt}")

@@ -197,7 +197,9 @@ def show(store: ResultsStore, run: str) -> dict[str, Any]:
 def _artifact_files(folder: Path) -> tuple[list[str], list[str]]:
     if not folder.is_dir():
         return [], []
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = sorted(  # not the bookkeeping files (.done.json, worker pids)
+        p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+    )
     return [p.relative_to(folder).as_posix() for p in files], [str(p.resolve()) for p in files]
 
 

@@ -324,9 +324,10 @@ def lesion_metrics(
     }
 
 
-def lesion_confusion_figure(result: dict[str, Any]) -> Figure:
+def lesion_confusion_figure(result: dict[str, Any], title: str | None = None) -> Figure:
     """Heatmap of ``result["confusion"]`` (rows "Label" = true class, columns "Preds"), as in the
-    seed's figure 4, with the counts written in the cells. Uses no pyplot state (Agg canvas)."""
+    seed's figure 4, with the counts written in the cells. Uses no pyplot state (Agg canvas).
+    `title` replaces the IoU/score line (reports reuse it for classification confusions)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -346,6 +347,8 @@ def lesion_confusion_figure(result: dict[str, Any]) -> Figure:
     high = conf.max() / 2 if conf.size else 0
     for (i, j), v in np.ndenumerate(conf):
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > high else "black")
-    ax.set_title(f"IoU >= {result['iou']:g}, score >= {result['threshold']:.2f}", pad=28)
+    if title is None:
+        title = f"IoU >= {result['iou']:g}, score >= {result['threshold']:.2f}"
+    ax.set_title(title, pad=28)
     fig.tight_layout()
     return fig

@@ -21,6 +21,7 @@ exactly once per case, and to join each prediction with its case's identifying c
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -144,6 +145,7 @@ class SupervisedTask(Task[C]):
         self.lr = ScaledLambdaLR(self.optimizer, factor, base_lr=cfg.lr)
         self.scaler = make_grad_scaler(self.device, cfg.amp)
         self.last_val: pd.DataFrame | None = None
+        self.first_step_at: float | None = None  # start-up benchmarks read it
 
     def setup_inference(self, ctx: RunContext) -> None:
         """Only the model, for predicting stored runs (`medsweep predict`): no training data."""
@@ -205,6 +207,8 @@ class SupervisedTask(Task[C]):
             with autocast(self.device, cfg.amp):
                 out = self.train_step(batch)
             optimizer_step(out["loss"], self.optimizer, self.scaler, self.lr, cfg.grad_clip)
+            if self.first_step_at is None:
+                self.first_step_at = time.time()
             for key, value in out.items():
                 weighted = value.detach().float() * n
                 sums[key] = sums[key] + weighted if key in sums else weighted

@@ -141,7 +141,7 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor], int]
         size: int,
         transform: v2.Compose,
         encode: Encoder,
-        cache: dict[int, np.ndarray] | None = None,
+        cache: CachedImages | None = None,
     ) -> None:
         self.items, self.size, self.transform, self.cache = items, size, transform, cache
         self.encode = encode
@@ -170,5 +170,29 @@ def collate(
     return images, targets, torch.tensor([b[2] for b in batch])
 
 
-def load_cache(items: list[Sample], size: int) -> dict[int, np.ndarray]:
-    return {i: read_resized(s, size) for i, s in enumerate(items)}
+class CachedImages:
+    """The network-size images of a dataset's items, decoded once per sweep into the on-disk
+    image cache (`tasks.common.image_cache`) and memory-mapped by every trial and fold."""
+
+    def __init__(self, items: list[Sample], size: int) -> None:
+        from tasks.common.image_cache import ImageCache, cache_folder, settings_hash
+
+        paths = sorted({str(s.path) for s in items})
+        by_path = {str(s.path): s for s in items}
+        cache = ImageCache(settings_hash({"family": "detection", "size": size, "version": 1}))
+
+        def decode(path: str) -> np.ndarray:
+            return np.ascontiguousarray(read_resized(by_path[path], size).transpose(2, 0, 1))
+
+        self.entry = cache.ensure(paths, decode, cache_folder("detection"), workers=4)
+        self.rows = self.entry.rows([str(s.path) for s in items])
+        self._array: np.ndarray | None = None
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._array is None:  # opened lazily: DataLoader workers each map it themselves
+            self._array = self.entry.open()
+        return np.ascontiguousarray(self._array[self.rows[i]].transpose(1, 2, 0))
+
+
+def load_cache(items: list[Sample], size: int) -> CachedImages:
+    return CachedImages(items, size)

@@ -9,7 +9,6 @@ preprocessing share one memory-mapped file. With ``data.cache: false`` images ar
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from tasks.common.image_cache import cache_folder
 from tasks.common.manifest import load_image
 from tasks.common.torch_utils import IMAGENET_MEAN, IMAGENET_STD
 from tasks.fundus.config import FundusAugment, FundusData
@@ -31,11 +31,7 @@ BUILD_THREADS = 4  # decoding threads while a cache entry is built
 
 def cache_root(cfg: FundusData) -> Path:
     """`data.cache_dir`, else ``$MEDSWEEP_CACHE/fundus``, else ``~/.cache/medsweep/fundus``."""
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir).expanduser()
-    env = os.environ.get(CACHE_ENV)
-    base = Path(env).expanduser() if env else Path("~/.cache/medsweep").expanduser()
-    return base / "fundus"
+    return cache_folder("fundus", cfg.cache_dir)
 
 
 def _settings(cfg: FundusData) -> dict[str, Any]:

@@ -1,0 +1,132 @@
+"""The sweep driver killed at several points of the epoch cycle, then resumed: no metric row
+lost, none counted twice, the Optuna study consistent with the store, no orphaned Ray process;
+SIGTERM stores the trials as interrupted and prints a resume command that runs as printed.
+
+One sweep (2 trials at once, 4 epochs) lives through every stop, so the suite pays for Ray's
+start-up once per stop rather than once per scenario:
+
+1. `kill -9` while the first epoch trains (before any report);
+2. `kill -9` the moment an epoch's rows reach the store (before or while it checkpoints);
+3. `kill -9` the moment a checkpoint appears (before the trial hears of it);
+4. SIGTERM after that, with a stale Optuna journal lock planted before the resume;
+5. the printed resume command, run by a shell, finishes the sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+
+from orchestrator.results import ResultsStore
+from tests.faults._driver import (
+    Driver,
+    checkpoints,
+    cli_env,
+    epochs_stored,
+    medsweep,
+    part_count,
+    study,
+)
+from tests.faults.conftest import sweep_yaml
+
+EPOCHS, TRIALS = 4, 2
+SWEEP = "killed"
+
+
+def _resume(tmp_path: Path, log: Path) -> Driver:
+    args = medsweep("sweep", "sweep.yaml", "--name", SWEEP, "--resume")
+    return Driver(args, tmp_path, cli_env(), log)
+
+
+def _plant_dead_holder_lock(sweep_dir: Path) -> None:
+    """A journal lock whose holder (a pid that no longer exists) was killed."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (sweep_dir / "optuna.journal.lock").write_text(f"{os.uname().nodename} {dead.pid}\n")
+
+
+def test_driver_kills_lose_and_duplicate_nothing(tmp_path: Path, tiny_csv: Path) -> None:
+    sweep_yaml(tmp_path, tiny_csv, epochs=EPOCHS, trials=TRIALS)
+    sweep_dir = tmp_path / "store" / SWEEP
+    log = tmp_path / "driver.log"
+    left: list[list[str]] = []
+
+    # 1. during the first epoch: a worker runs, nothing is reported yet
+    first = Driver(medsweep("sweep", "sweep.yaml", "--name", SWEEP), tmp_path, cli_env(), log)
+    first.wait_until(
+        lambda: any(sweep_dir.glob("artifacts/*/worker-rank0.pid")), "a worker to start"
+    )
+    assert part_count(sweep_dir, "metrics") == 0
+    left.append(first.kill9())
+
+    # 2. the moment new epoch rows are stored (the checkpoint follows them)
+    second = _resume(tmp_path, log)
+    before = part_count(sweep_dir, "metrics")
+    second.wait_until(lambda: part_count(sweep_dir, "metrics") > before, "an epoch's rows")
+    left.append(second.kill9())
+
+    # 3. the moment a checkpoint is written (Tune has not heard of it yet)
+    third = _resume(tmp_path, log)
+    ckpts = checkpoints(sweep_dir)
+    third.wait_until(lambda: checkpoints(sweep_dir) > ckpts, "a new checkpoint")
+    left.append(third.kill9())
+
+    # 4. SIGTERM once a later epoch is stored; the resume then meets a lock left by a dead pid
+    fourth = _resume(tmp_path, log)
+    done = sum(len(e) for e in epochs_stored(sweep_dir).values())
+    fourth.wait_until(
+        lambda: sum(len(e) for e in epochs_stored(sweep_dir).values()) > done, "another epoch"
+    )
+    fourth.proc.terminate()
+    assert fourth.finish() == 128 + 15
+    interrupted = ResultsStore(tmp_path / "store").runs(SWEEP)
+    assert "interrupted" in set(interrupted["status"]), interrupted[["run_id", "status"]]
+    assert "running" not in set(interrupted["status"])
+    assert all("SIGTERM" in e for e in interrupted.query("status == 'interrupted'")["error"])
+    out = fourth.output.split("$ ")[-1]
+    assert "Tuner.restore" not in out
+    hint = re.search(r"Resume it with:\n\s*(medsweep .*)", out)
+    assert hint, out[-2000:]
+    _plant_dead_holder_lock(sweep_dir)
+
+    # 5. the printed command, as printed, finishes the sweep
+    final = subprocess.run(
+        hint.group(1), shell=True, cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+        timeout=400, start_new_session=True,
+    )
+    assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
+    assert "taking longer than" not in final.stderr  # the dead holder's lock was broken at once
+
+    for leftovers in left:  # only Ray's agents may outlive a killed driver (they end on their own)
+        assert set(leftovers) <= {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}, leftovers
+    _check_store_and_study(tmp_path / "store")
+
+
+def _check_store_and_study(root: Path) -> None:
+    store = ResultsStore(root)
+    runs = store.runs(SWEEP)
+    assert len(runs) == TRIALS and set(runs["status"]) == {"completed"}, runs[["run_id", "status"]]
+    metrics = store.metrics(SWEEP)
+    keys = ["run_id", "round", "epoch", "split", "name"]
+    assert not metrics.duplicated(keys).any()  # zero duplicates
+    for run_id in runs["run_id"]:
+        auc = metrics.query("run_id == @run_id and split == 'val' and name == 'auc'")
+        assert sorted(auc["epoch"]) == list(range(1, EPOCHS + 1)), run_id  # zero gaps
+        train = metrics.query("run_id == @run_id and split == 'train' and name == 'loss'")
+        assert sorted(train["epoch"]) == list(range(1, EPOCHS + 1)), run_id
+
+    sweep_study = study(root / SWEEP)
+    by_run = {t.user_attrs.get("medsweep_run_id"): t for t in sweep_study.trials}
+    stray = [t.number for t in sweep_study.trials if t.state != optuna.trial.TrialState.COMPLETE]
+    assert not stray, f"Optuna trials not complete: {stray}"
+    for row in runs.itertuples():
+        trial = by_run[row.run_id]
+        assert math.isclose(trial.value, row.objective, rel_tol=1e-9)
+        assert trial.params["train.lr"] == pytest.approx(json.loads(row.params)["train.lr"])
