@@ -41,15 +41,81 @@ def _as_config(config: str | Path | Config, overrides: dict[str, Any] | None) ->
     return load(config, overrides)
 
 
+class Result(Outcome):
+    """What `run` and `sweep` return: the `Outcome` plus its results, and a table in Jupyter."""
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> Result:
+        return cls(**vars(outcome))
+
+    @property
+    def store(self) -> Any:
+        from orchestrator.results import ResultsStore
+
+        return ResultsStore(self.path.parent)
+
+    def best(self, n: int = 10) -> pd.DataFrame:
+        """The top-n trials, best first (as `leaderboard`)."""
+        return self.store.best(self.sweep, n=n)
+
+    def report(self, out: str | Path) -> Path:
+        """Write the sweep's self-contained HTML report (`medsweep report`)."""
+        from orchestrator.report import build_report
+
+        return Path(build_report(self.store, self.sweep, out)["out"])
+
+    def _repr_html_(self) -> str:
+        from orchestrator.report.html import board_html
+        from orchestrator.results import views
+
+        board = views.best(self.store, self.sweep, n=20)
+        failed = f", {self.errors} failed" if self.errors else ""
+        return (
+            f"<p><b>{self.sweep}</b>: {self.trials} trial(s){failed}; results in "
+            f"<code>{self.path}</code></p>{board_html(board)}"
+        )
+
+
+def _check_name(config: Config, command: str, name: str | None, resume: bool, api: bool) -> None:
+    """Refuse a taken name (or a resume of nothing) in the words of the caller: keyword arguments
+    for the Python API, flags for the CLI. The engine checks again (a racing process)."""
+    from orchestrator.engine import default_name
+    from orchestrator.results import ResultsStore
+
+    c: Literal["run", "sweep"] = "run" if command == "run" else "sweep"
+    sweep = name or default_name(config, c)
+    root = ResultsStore(config.experiment.store.root).root
+    exists = (root / sweep / "sweep.json").exists()
+    if resume and not exists:
+        how = "ms.sweep(...) without resume=True" if api else "the command without --resume"
+        raise UserError(f"nothing to resume: no sweep {sweep!r} in {root}; start it with {how}")
+    if not exists or resume:
+        return
+    new = "pass another name= for a new one" if api else "give a new one with --name NEW_NAME"
+    again = (
+        f"ms.sweep(..., name={sweep!r}, resume=True)"
+        if api
+        else f"`medsweep sweep {config.source} --name {sweep} --resume`"
+    )
+    keep = f"continue it with {again}, or {new}" if c == "sweep" else new
+    raise UserError(
+        f"{'a run' if c == 'run' else 'a sweep'} named {sweep!r} already exists in {root}; "
+        f"{keep} (nothing was changed)",
+        where="name",
+    )
+
+
 def run(
     config: str | Path | Config,
     overrides: dict[str, Any] | None = None,
     *,
     name: str | None = None,
     quiet: bool = True,
-) -> Outcome:
+) -> Result:
     """One training run (no search) on Ray Train; results go to the store."""
-    return execute(_as_config(config, overrides), command="run", name=name, quiet=quiet)
+    resolved = _as_config(config, overrides)
+    _check_name(resolved, "run", name, False, api=True)
+    return Result.of(execute(resolved, command="run", name=name, quiet=quiet))
 
 
 def sweep(
@@ -59,17 +125,18 @@ def sweep(
     name: str | None = None,
     resume: bool = False,
     quiet: bool = True,
-) -> Outcome:
+) -> Result:
     """An Optuna search over the config's `sweep.space` with Ray Tune."""
-    return execute(
-        _as_config(config, overrides), command="sweep", name=name, resume=resume, quiet=quiet
-    )
+    resolved = _as_config(config, overrides)
+    _check_name(resolved, "sweep", name, resume, api=True)
+    return Result.of(execute(resolved, command="sweep", name=name, resume=resume, quiet=quiet))
 
 
 def execute_config(
     config: Config, *, command: str, name: str | None, resume: bool, quiet: bool, verbose: bool
 ) -> Outcome:
     c: Literal["run", "sweep"] = "run" if command == "run" else "sweep"
+    _check_name(config, c, name, resume, api=False)
     return execute(config, command=c, name=name, resume=resume, quiet=quiet, verbose=verbose)
 
 
@@ -79,20 +146,30 @@ def leaderboard(outcome: Outcome, n: int = 10) -> pd.DataFrame:
     return ResultsStore(outcome.path.parent).best(outcome.sweep, n=n)
 
 
-def print_summary(outcome: Outcome, console: Console) -> None:
-    """The leaderboard and where everything is stored."""
+def print_summary(outcome: Outcome, console: Console, failures: bool = True) -> None:
+    """The leaderboard (with the causes of failed trials unless `failures` is off) and where
+    everything is stored, with next steps that run as printed."""
+    import shlex
+
     from orchestrator.results import ResultsStore, views
 
     store = ResultsStore(outcome.path.parent)
-    console.print(views.leaderboard_for(store, outcome.sweep))
-    console.print(
-        f"results: [bold]{outcome.path}[/bold]\n"
-        f"  medsweep results best {outcome.sweep} --store {outcome.path.parent}\n"
-        f"  medsweep results show RUN_ID --store {outcome.path.parent}"
-    )
-    journal = outcome.path / "optuna.journal"
-    if journal.exists():
-        console.print(f"  optuna-dashboard {journal}")
+    console.print(views.leaderboard_for(store, outcome.sweep, failures=failures))
+    console.print(f"results: [bold]{outcome.path}[/bold]")
+    for hint in next_steps(outcome):
+        console.print(f"  {shlex.join(hint)}", markup=False, highlight=False)
+
+
+def next_steps(outcome: Outcome) -> list[list[str]]:
+    """The commands printed after a run or sweep (argv lists; the tests run each of them)."""
+    root, sweep = str(outcome.path.parent), outcome.sweep
+    steps = [  # the leaderboard above prints `results show` of the best trial
+        ["medsweep", "results", "best", sweep, "--store", root],
+        ["medsweep", "report", sweep, "--store", root, "--out", f"{sweep}-report.html"],
+    ]
+    if (outcome.path / "optuna.journal").exists():
+        steps.append(["medsweep", "dashboard", sweep, "--store", root])
+    return steps
 
 
 def demo(

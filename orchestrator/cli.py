@@ -101,7 +101,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     )
     con.print(
         f"[green]OK[/green] {args.config}: task [bold]{config.experiment.task}[/bold], "
-        f"metric {config.metric} ({config.mode}), {search}"
+        f"metric {config.metric} ({config.mode}), {search}",
+        soft_wrap=True,  # one greppable line, however long the path
     )
     if summary is not None:
         _print_summary(con, summary)
@@ -145,12 +146,14 @@ def _execute(args: argparse.Namespace, command: str) -> int:
             f"  {escape(_resume_command(args, stop.sweep))}"
         )
         return stop.exit_code
-    api.print_summary(outcome, _console())
+    api.print_summary(outcome, _console(), failures=False)  # the causes follow on stderr
     if outcome.errors:
+        from rich.markup import escape
+
         err = _console(stderr=True)
         err.print(
-            f"[red]{outcome.errors} of {outcome.trials} trial(s) failed[/red]; "
-            f"see `medsweep results ls` and the error column of `medsweep results show RUN`"
+            f"[red]{outcome.errors} of {outcome.trials} trial(s) failed[/red]; see "
+            + escape(f"`medsweep results best {outcome.sweep} --store {outcome.path.parent}`")
         )
         for line in _failure_causes(outcome):
             err.print(line, markup=False)
@@ -233,6 +236,31 @@ def cmd_results(args: argparse.Namespace) -> int:
         views.render(args.results_cmd, data, _console())
     # a leaderboard with no trial on it (all failed, or none matches) is not a success
     return EXIT_FAIL if args.results_cmd == "best" and not data["rows"] else EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator.report import build_report
+    from orchestrator.results import ResultsStore
+
+    result = build_report(ResultsStore(args.store), args.sweep, Path(args.out), args.plots)
+    if args.json:
+        _print_json(result)
+    else:
+        _console().print(
+            f"wrote the report of {result['sweep']} ({result['trials']} trials, "
+            f"{len(result['figures'])} figures, {result['bytes'] // 1024} KB) to {result['out']}"
+            + (f"; PNG files in {args.plots}" if args.plots else "")
+        )
+    return EXIT_OK
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from orchestrator.dashboard import serve
+    from orchestrator.results import ResultsStore
+
+    console = _console(stderr=True)
+    serve(ResultsStore(args.store), args.sweep, args.port, lambda text: console.print(text))
+    return EXIT_OK
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -363,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     _add_results_parser(sub)
+    _add_report_parsers(sub)
     p = sub.add_parser(
         "predict",
         help="per-case predictions of a stored run (a CV trial: its fold ensemble) on new data",
@@ -419,17 +448,21 @@ def _add_results_parser(sub: Any) -> None:
     _add_best_parser(rsub)
     r = rsub.add_parser(
         "compare",
-        help="runs side by side: metric, test metric and every resolved-config field that "
-        "differs",
+        help="runs side by side: metric, test metric and every resolved-config field that differs",
     )
     r.add_argument(
         "sweeps", nargs="+", metavar="SWEEP_OR_RUN", help="a sweep (its best run) or a run id"
     )
     r.add_argument("--all", action="store_true", help="every config field, not only differences")
-    from orchestrator.results.views_export import EXPORT_HELP
-
     r = rsub.add_parser(
-        "export", help="write a sweep's runs and metrics to CSV or Parquet", description=EXPORT_HELP
+        "export",
+        help="write a sweep's runs and metrics to CSV or Parquet",
+        description="Writes OUT.FMT: one row per trial (add --folds for the fold runs of "
+        "cross-validated trials) with its status, objective, times, resolved config as JSON, "
+        "searched parameters as param.<key>, the metrics of its best epoch as best.<name> and of "
+        "its last epoch as final.<name>; and OUT.metrics.FMT: every metric of every epoch in "
+        "long format (run_id, epoch, split, name, value, wall_time). OUT without an extension "
+        "gets .FMT.",
     )
     r.add_argument("sweep")
     r.add_argument("--format", choices=["csv", "parquet"], required=True)
@@ -476,6 +509,33 @@ def _add_results_parser(sub: Any) -> None:
             default=argparse.SUPPRESS,
             help="results store folder (default: medsweep_results)",
         )
+
+
+def _add_report_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report of a sweep (opens offline)",
+        description="Summary, leaderboard, the best trial's learning curves, ROC or confusion "
+        "matrix (FROC for anomaly detection), the schedule timeline, Optuna's optimisation "
+        "history, parameter importances and parallel coordinates, and the failed trials with "
+        "their errors, in one HTML file with the figures embedded.",
+    )
+    p.add_argument("sweep", help="sweep name or a unique prefix of it")
+    p.add_argument("--out", required=True, help="the HTML file to write, e.g. report.html")
+    p.add_argument(
+        "--plots", metavar="DIR", help="also write every figure (and each trial's curves) as PNG"
+    )
+    p.add_argument("--store", default="medsweep_results", help="results store folder")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser(
+        "dashboard",
+        help="optuna-dashboard on a sweep's study (127.0.0.1, a free port; prints the URL)",
+    )
+    p.add_argument("sweep", help="sweep name or a unique prefix of it")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    p.add_argument("--store", default="medsweep_results", help="results store folder")
+    p.set_defaults(func=cmd_dashboard)
 
 
 def _add_best_parser(rsub: Any) -> None:

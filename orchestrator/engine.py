@@ -86,6 +86,19 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False  # read by this process (imported already)
 
 
+def job_submission_id() -> str:
+    """The `ray job submit` id of this driver: Ray 2.60 passes it only in the job config's
+    metadata (RAY_JOB_CONFIG_JSON_ENV_VAR), not as an environment variable of its own."""
+    import json
+
+    try:
+        meta = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("metadata")
+    except ValueError:
+        meta = None
+    found = (meta or {}).get("job_submission_id") if isinstance(meta, dict) else None
+    return str(found or os.environ.get("RAY_JOB_SUBMISSION_ID", ""))
+
+
 def _git_rev() -> str:
     try:
         out = subprocess.run(
@@ -186,12 +199,24 @@ def execute(
     if previous is not None:
         check_same_config(previous, config)
     _check_searchable(config)
+    from orchestrator import live
+
+    live.say("checking the config and the data", quiet)
     config, task = with_checked_task(config, _checked_task)
+    _check_pseudo_labelling(config, task)
+    for note in task.notes:
+        live.say(note, quiet)
     exp = config.experiment
     split = make_split(task, exp.cv, exp.pseudo, config.source) if exp.cv else None
     if previous is not None and split is not None:
         check_resumed(previous.split_digest, split)
+    _quiet_libraries()
+    joining = os.environ.get("RAY_ADDRESS")
+    live.say(f"joining the Ray cluster at {joining}" if joining else "starting Ray", quiet)
     connect_ray(log_to_driver=verbose)
+    hint = live.dashboard_hint()
+    if hint:
+        live.say(hint, quiet)
     _check_resources(config)
     _print_warnings(preflight(config, task), quiet, "note")
     info = _sweep_info(config, command, sweep, sweep_dir, split)
@@ -210,6 +235,20 @@ def execute(
             store_split(sweep_dir, split, task.data_root())
     trainable = make_trainable(info, split, store_secret(store.root), _fold_limit(config))
     return _fit(config, info, trainable, searcher, resume, quiet)
+
+
+def _quiet_libraries() -> None:
+    """Ray's token-auth notice and Optuna's study log lines are replaced by medsweep's own lines
+    (the dashboard hint says how to log in); Tune's console output by the live view."""
+    import optuna
+
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Tune's legacy reporter at verbose=0 prints nothing; the default one still prints the
+    # "Configuration for experiment" box and a TensorBoard hint.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def _print_warnings(warnings: list[str], quiet: bool, label: str = "warning") -> None:
@@ -274,7 +313,7 @@ def _sweep_info(
         rounds=exp.pseudo.rounds if exp.pseudo else 0,
         split_digest=split.digest if split is not None else None,
         transductive=bool(split is not None and split.pool_is_test),
-        job_id=os.environ.get("RAY_JOB_SUBMISSION_ID", ""),
+        job_id=job_submission_id(),
     )
 
 
@@ -366,9 +405,32 @@ def _check_fresh_or_resumable(sweep_dir: Path, sweep: str, resume: bool) -> None
         )
 
 
+def _max_rounds(config: Config) -> int:
+    """The most pseudo-label rounds any trial can run: the base config's, a grid variant's or
+    the searched range's."""
+    exp = config.experiment
+    rounds = [exp.pseudo.rounds if exp.pseudo else 0]
+    for overrides in exp.sweep.variants.values():
+        value = overrides.get("pseudo.rounds", (overrides.get("pseudo") or {}).get("rounds", 0))
+        rounds.append(int(value or 0))
+    dim = exp.sweep.space.get("pseudo.rounds")
+    rounds += [int(v) for v in space_mod.corners(dim)] if dim is not None else []
+    return max(rounds)
+
+
+def _check_pseudo_labelling(config: Config, task: Any) -> None:
+    if _max_rounds(config) and not task.pseudo_labelling:
+        raise UserError(
+            f"task {task.name!r} cannot pseudo-label (its scores are not probabilities); "
+            "remove the pseudo section (and pseudo.rounds from variants and the search space)",
+            source=config.source,
+            where="field pseudo.rounds",
+        )
+
+
 def _check_searchable(config: Config) -> None:
     exp = config.experiment
-    if exp.pseudo and exp.pseudo.rounds and exp.sweep.scheduler.type == "asha":
+    if _max_rounds(config) and exp.sweep.scheduler.type == "asha":
         raise UserError(
             "ASHA cannot prune trials with pseudo-label rounds (each round restarts training); "
             "use sweep.scheduler.type: none",
@@ -507,13 +569,16 @@ def _fit(
 ) -> Outcome:
     from ray import tune
 
+    from orchestrator import live
     from orchestrator.search import make_scheduler
-    from orchestrator.tune_callbacks import MetricGuard, ProgressCallback, ResultsCallback
+    from orchestrator.tune_callbacks import MetricGuard, ResultsCallback
 
     sw = config.experiment.sweep
     guard = MetricGuard(info.metric)
     results_cb = ResultsCallback(info, guard)
-    callbacks: list[Any] = [results_cb] + ([] if quiet else [ProgressCallback(info)])
+    # always added (Tune pickles callbacks and a resumed sweep gets these back): it forwards to
+    # the live view of the running process, which `quiet` leaves out
+    callbacks: list[Any] = [results_cb, live.LiveCallback(info.space, info.sweep_dir)]
     # The trial only coordinates; its Ray Train workers hold the real CPUs/GPUs. Tune needs a
     # non-empty bundle, and even 0.001 CPU per trial would leave 0.998 of the last core free,
     # too little for the next trial's worker: reserve one byte of memory instead.
@@ -552,22 +617,44 @@ def _fit(
             ),
         )
     from orchestrator import signals
+    from orchestrator.loop import live_placement_groups, release_placement_groups
 
+    # a driver killed before (the sweep is resumed) left its runs' groups on this cluster
+    release_placement_groups(Path(info.sweep_dir) / "artifacts")
+    groups_before = live_placement_groups()
     try:
-        with signals.graceful_stop():  # SIGINT/SIGTERM: trials end as interrupted, state saved
+        planned = _planned_trials(config, info.command)
+        live.say(f"starting {planned} trial(s)", quiet)
+        with (
+            signals.graceful_stop(),  # SIGINT/SIGTERM: trials end as interrupted, state saved
+            live.session(info.metric, info.mode, planned, info.epochs, quiet),
+        ):
             grid = tuner.fit()
     finally:  # trials Tune stopped (ASHA, a stopper, Ctrl-C) leave their groups behind
-        from orchestrator.loop import release_placement_groups
+        from orchestrator.loop import release_left_over, release_placement_groups
         from orchestrator.trial import drop_checkpoints
 
         release_placement_groups(Path(info.sweep_dir) / "artifacts")
+        release_left_over(groups_before)
         if not config.experiment.checkpoint.keep_completed:
             drop_checkpoints(Path(info.sweep_dir))
     if signals.received() is not None:
         raise signals.interrupted(info)
     guard.raise_if_tripped(config.source)
+    from orchestrator.results import ResultsStore
+
+    # one part per table: plain Parquet readers (DuckDB globs) then see one row per run
+    ResultsStore(info.store_root).compact(info.sweep)
     errors = sum(1 for i in range(len(grid)) if grid[i].error is not None)
     return Outcome(info.sweep, Path(info.sweep_dir), info.metric, info.mode, len(grid), errors)
+
+
+def _planned_trials(config: Config, command: Command) -> int:
+    """How many trials the sweep runs in all (the live view's total)."""
+    sw = config.experiment.sweep
+    if command != "sweep":
+        return 1
+    return grid_size(config) if sw.sampler == "grid" else sw.num_samples
 
 
 def _max_epochs(config: Config) -> int:

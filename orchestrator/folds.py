@@ -72,6 +72,7 @@ class RoundState:
     val: dict[str, dict[int, Any]] = field(default_factory=dict)
     ends: dict[str, EndEvent] = field(default_factory=dict)
     reported: set[int] = field(default_factory=set)
+    nodes: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # per run, once known
 
     def complete_epochs(self) -> list[int]:
         """Epochs every run has finished (in order), not yet reported."""

@@ -142,7 +142,7 @@ def run_worker(
                 marks["first_step"] = getattr(task, "first_step_at", None) or math.nan
                 marks["first_epoch_done"] = time.time()
                 write_timings(Path(spec.artifacts_dir), marks)
-            _finish_epoch(task, ctx, spec, objective, epoch, metrics, report)
+            _finish_epoch(task, ctx, spec, objective, epoch, metrics, report, nodes)
     finally:
         for hook in task.hooks():
             hook.on_fit_end(task)
@@ -192,6 +192,7 @@ def run_epoch(task: Any, epoch: int, max_loss: float | None = None) -> dict[str,
     for hook in task.hooks():
         hook.on_epoch_start(task, epoch)
     metrics: dict[str, float] = dict(task.train_epoch(epoch))
+    metrics["train_time_s"] = time.perf_counter() - t0  # training alone (the step benchmark)
     check_finite(epoch, metrics, max_loss)  # before evaluating a model full of NaNs
     metrics.update(task.evaluate(epoch))
     for hook in task.hooks():
@@ -209,6 +210,7 @@ def _finish_epoch(
     epoch: int,
     metrics: dict[str, float],
     report: Any,
+    nodes: list[dict[str, str]],
 ) -> None:
     """Best-epoch artifacts, the store rows, the trial event, then the checkpoint report."""
     improved = objective.update(epoch, metrics)
@@ -219,7 +221,7 @@ def _finish_epoch(
         write_epoch_rows(spec, epoch, metrics)
         if spec.channel is not None:
             val = task.last_val if spec.send_val else None
-            event = EpochEvent(spec.run_id, spec.fold, spec.round, epoch, dict(metrics), val)
+            event = EpochEvent(spec.run_id, spec.fold, spec.round, epoch, dict(metrics), val, nodes)
             import ray
 
             ray.get(spec.channel.put.remote(event))
@@ -393,6 +395,31 @@ def release_placement_groups(trial_dir: Path) -> int:
             removed += 1
         path.unlink(missing_ok=True)
     return removed
+
+
+def live_placement_groups() -> set[str]:
+    """Ids (hex) of this driver's job's placement groups that are not removed."""
+    import ray
+
+    job = ray.get_runtime_context().get_job_id()
+    table = ray.util.placement_group_table()
+    return {pg for pg, v in table.items() if v["state"] != "REMOVED" and pg.endswith(job)}
+
+
+def release_left_over(before: set[str]) -> int:
+    """Remove this job's groups created since `before` that are still there once every trial
+    ended. Ray 2.60 does not remove the group of a Train controller that died with its trial
+    (Tune stopped it, or it was killed before its workers could record the group), and the
+    detached cleaner Ray uses for that is left out (`trainer.py`); once the sweep's trials are
+    done, such a group only holds CPUs that the next sweep of this process waits for."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    left = live_placement_groups() - before
+    for pg in left:
+        with contextlib.suppress(Exception):
+            remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg))))
+    return len(left)
 
 
 def privacy_filter(spec: RunSpec, task: Any) -> Any:

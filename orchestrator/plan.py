@@ -113,6 +113,7 @@ class EpochEvent:
     epoch: int
     metrics: dict[str, float]
     val_predictions: pd.DataFrame | None = None
+    nodes: list[dict[str, str]] = field(default_factory=list)  # the run's workers (node, ip, host)
 
 
 @dataclass(frozen=True)

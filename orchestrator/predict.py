@@ -16,8 +16,11 @@ from orchestrator.errors import UserError
 
 
 def _trial(store: Any, ident: str) -> tuple[str, pd.Series]:
-    """The runs row of a trial: a sweep's best, or a run id (or unique prefix)."""
-    if ident in store.sweeps():
+    """The runs row of a trial: a sweep's best (by name or a unique prefix), or a run id (or a
+    unique prefix of one)."""
+    sweeps = [s for s in store.sweeps() if s.startswith(ident)]
+    if ident in sweeps or len(sweeps) == 1:
+        ident = ident if ident in sweeps else sweeps[0]
         best = store.best(ident, n=1)
         if best.empty:
             raise UserError(f"sweep {ident!r} has no finished trial to predict with", where="RUN")

@@ -19,6 +19,7 @@ wait for a node to answer (a first task on a node may unpack the job's working_d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -185,38 +186,56 @@ def preflight(config: Config, task: Any, timeout_s: float | None = None) -> list
     if os.environ.get("MEDSWEEP_PREFLIGHT", "1") == "0":
         return []
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    mine = ray.get_runtime_context().get_node_id()
-    if len(nodes) == 1 and nodes[0]["NodeID"] == mine:
+    if _only_the_driver(nodes):
         return []
     timeout = timeout_s or float(os.environ.get("MEDSWEEP_PREFLIGHT_TIMEOUT_S", "300"))
     probe = make_probe(config, task)
-    marker = Path(probe.store_root) / probe.marker
+    root = Path(probe.store_root)
+    created = _make_store_root(root, config.source)
+    marker = root / probe.marker
     try:
         marker.write_text(probe.token)
         reports = _run_everywhere(nodes, probe, timeout)
     finally:
         marker.unlink(missing_ok=True)
+        if created:  # a refused sweep leaves the store as it was
+            with contextlib.suppress(OSError):
+                root.rmdir()
     bad = [r for r in reports.values() if r.problems]
     if bad:
         raise _failure(config, nodes, bad, len(nodes))
     return [f"node {_short(r.node_id)}: {r.note}" for r in reports.values() if r.note]
 
 
+def _make_store_root(root: Path, source: str) -> bool:
+    """Create the store folder if needed (the nodes look for a marker in it); True if created."""
+    if root.is_dir():
+        return False
+    try:
+        root.mkdir(parents=True)
+    except OSError as err:
+        raise UserError(
+            f"cannot create the store folder {root}: {err.strerror}",
+            source=source,
+            where=f"field {STORE_FIELD}",
+        ) from None
+    return True
+
+
+def _only_the_driver(nodes: list[dict[str, Any]]) -> bool:
+    """A one-node cluster on the driver's own node: nothing to compare, no task to run."""
+    import ray
+
+    return len(nodes) == 1 and nodes[0]["NodeID"] == ray.get_runtime_context().get_node_id()
+
+
 def make_probe(config: Config, task: Any) -> Probe:
     """The driver's view: every configured path with its fingerprint, a sample of the case
-    table's files, and a fresh marker in the (created) store root."""
+    table's files, and a fresh marker name and token for the store root."""
     from orchestrator.paths import path_values
     from orchestrator.privacy import redact_tree
 
     store_root = Path(config.experiment.store.root)
-    try:
-        store_root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(
-            f"cannot create the store folder {store_root}: {err.strerror}",
-            source=config.source,
-            where=f"field {STORE_FIELD}",
-        ) from None
     seen: set[str] = set()
     targets: list[Target] = []
     for name, path in [*path_values(config), *_case_sample(task)]:

@@ -163,10 +163,14 @@ class Trial:
         import ray
 
         # Every run's end is in once its worker finished (Train's own teardown is not waited for)
+        stopping = False
         while runner.alive() and len(state.ends) < len(state.runs):
             event = ray.get(self.channel.get.remote(1.0))
             if event is not None:
                 self._on_event(event, state, specs, round_)
+            if runner.errors and not stopping:  # a failed fold fails the trial: stop the others
+                ray.get(self.channel.request_stop.remote())
+                stopping = True
 
     def _drain(self, state: RoundState, specs: list[RunSpec], round_: int | None) -> None:
         import ray
@@ -177,8 +181,11 @@ class Trial:
     def _on_event(
         self, event: Any, state: RoundState, specs: list[RunSpec], round_: int | None
     ) -> None:
+        if event.run_id not in state.runs:  # a late event of an earlier round
+            return
         if isinstance(event, EpochEvent):
             state.epochs.setdefault(event.run_id, {})[event.epoch] = event.metrics
+            state.nodes[event.run_id] = event.nodes
             if event.val_predictions is not None:
                 state.val.setdefault(event.run_id, {})[event.epoch] = event.val_predictions
         elif isinstance(event, EndEvent):
@@ -232,11 +239,12 @@ class Trial:
         objective = self._objective()
         if values[-1] == objective:
             self.best_epoch = epoch
-        nodes = [n for e in state.ends.values() for n in e.nodes] if done else []
+        # every report carries the nodes: a trial that fails later is stored with them
+        nodes = [n for run in state.runs for n in state.nodes.get(run, [])]
         self.report(
             {
                 **metrics,
-                **({"nodes": json.dumps(nodes)} if done else {}),
+                "nodes": json.dumps(nodes),
                 "epoch": epoch,
                 "round": r,
                 "step": r * self.epochs + epoch,
@@ -287,10 +295,12 @@ class Trial:
         """Mean probability of the fold models on the test split, scored and written."""
         ensemble = self._ensemble(specs, "test")
         scores = self.task.score("test", ensemble)
-        name = TEST_PREDICTIONS if not round_ else f"test_predictions_r{round_}.csv"
         privacy = self._privacy()
-        self.task.write_predictions(privacy(ensemble), self.dir / name)
-        if round_ is not None and round_ == self.rounds:
+        if round_ is not None:  # every round's, and test_predictions.csv is the last round's
+            self.task.write_predictions(
+                privacy(ensemble), self.dir / f"test_predictions_r{round_}.csv"
+            )
+        if round_ is None or round_ == self.rounds:
             self.task.write_predictions(privacy(ensemble), self.dir / TEST_PREDICTIONS)
         return {f"test_{k}": float(v) for k, v in scores.items()}
 
@@ -414,6 +424,7 @@ class Trial:
             "config": json.dumps(self.config, sort_keys=True),
             "seed": int(self.config.get("seed", 0)),
             "host": self.info.host,
+            "job_id": self.info.job_id,
             "start_time": start,
             "end_time": math.nan if status == "running" else now,
             "duration_s": math.nan if status == "running" else now - start,

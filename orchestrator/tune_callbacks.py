@@ -19,6 +19,7 @@ from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
 from orchestrator.errors import UserError
+from orchestrator.live import LiveCallback
 from orchestrator.plan import SweepInfo
 from orchestrator.results import ResultsStore
 
@@ -155,25 +156,35 @@ class ResultsCallback(Callback):
             self.best[trial.trial_id] = {k: v for k, v in result.items() if _is_metric(k, v)}
 
     def _release(self, trial: Any) -> None:
-        """Free what a finished trial holds: placement groups of runs Tune stopped, and the
-        resume checkpoints of its completed runs (unless checkpoint.keep_completed)."""
-        from orchestrator.loop import release_placement_groups
+        """Free what a finished trial holds: placement groups of runs Tune stopped, the resume
+        checkpoints of its completed runs (unless checkpoint.keep_completed), and its runs'
+        internal prediction tables (raw case tables the fold ensemble was built from; the
+        written predictions are pseudonymised)."""
+        from orchestrator.loop import prediction_cache, release_placement_groups
         from orchestrator.trial import drop_checkpoints
 
-        release_placement_groups(Path(self.info.sweep_dir) / "artifacts" / trial.trial_id)
+        trial_dir = Path(self.info.sweep_dir) / "artifacts" / trial.trial_id
+        release_placement_groups(trial_dir)
         if not self.info.config.get("checkpoint", {}).get("keep_completed", False):
             drop_checkpoints(Path(self.info.sweep_dir), trial.trial_id)
+        for cache in trial_dir.rglob(prediction_cache("*")):
+            cache.unlink(missing_ok=True)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._release(trial)
         last = trial.last_result or {}
+        cause = self._cause(trial)
         if last.get("diverged"):
             status = "diverged"
+            # The run's own words when the trial reports them ("diverged at epoch 3: non-finite
+            # train_loss"); otherwise the epoch it stopped at.
+            reason = str(last.get("reason") or f"diverged at epoch {last.get('epoch', '?')}")
+            cause = {"error": reason, **cause}
         elif last.get("finished"):
             status = "completed"
         else:
             status = "pruned"
-        self.store.write_runs(self.info.sweep, [self._row(trial, status, **self._cause(trial))])
+        self.store.write_runs(self.info.sweep, [self._row(trial, status, **cause)])
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._release(trial)
@@ -243,48 +254,9 @@ def _tune_cause(trial: Any) -> dict[str, str]:
     }
 
 
-class ProgressCallback(Callback):
-    """One line per epoch and per finished trial, instead of Tune's status tables."""
+class ProgressCallback(LiveCallback):
+    """Kept so sweeps started before the live view (their Tune state pickles this class) can be
+    resumed: it forwards to the live view like `orchestrator.live.LiveCallback`."""
 
     def __init__(self, info: SweepInfo, numbering: dict[str, int] | None = None) -> None:
-        self.metric, self.epochs = info.metric, info.epochs
-        self.store_root, self.sweep = info.store_root, info.sweep
-        self.numbering = numbering if numbering is not None else {}
-
-    def _label(self, trial: Any) -> str:
-        n = self.numbering.setdefault(trial.trial_id, len(self.numbering) + 1)
-        return f"trial {n} ({trial.trial_id})"
-
-    def _print(self, text: str) -> None:
-        from rich.console import Console
-
-        Console(stderr=True, highlight=False, soft_wrap=True).print(text)
-
-    def on_trial_result(
-        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
-    ) -> None:
-        if result.get("diverged"):
-            return
-        value = result.get(self.metric, math.nan)
-        tests = [
-            f"{k} {v:.4f}" for k, v in result.items() if k.startswith("test_") and k.endswith("auc")
-        ]
-        self._print(
-            f"[dim]{self._label(trial)}[/dim] epoch {result.get('epoch', '?')}/{self.epochs} "
-            f"{self.metric} [bold]{value:.4f}[/bold] ({result.get('epoch_time_s', 0):.1f}s)"
-            + (f" {' '.join(tests)}" if tests else "")
-        )
-
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        last = trial.last_result or {}
-        word = "finished" if last.get("finished") else "pruned"
-        word = "diverged" if last.get("diverged") else word
-        colour = "yellow" if word != "finished" else "green"
-        self._print(f"[{colour}]{self._label(trial)} {word}[/{colour}]")
-
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        from orchestrator.folds import read_failure
-
-        found = read_failure(Path(self.store_root) / self.sweep / "artifacts" / trial.trial_id)
-        line = (found or {}).get("error") or _tune_cause(trial)["error"]
-        self._print(f"[red]{self._label(trial)} failed: {line}[/red]")
+        super().__init__(info.space, info.sweep_dir)

@@ -11,6 +11,7 @@ TASKS: dict[str, str] = {
     "abn": "tasks.abn.task:ABNTask",
     "glow": "tasks.anomaly.glow_task:GlowTask",
     "petct": "tasks.anomaly.petct_task:PetCtTask",
+    "toy": "tasks.toy.task:ToyTask",
 }
 
 # Dataset tools a task family brings along, run as `medsweep data NAME ARGS...`: each entry is a

@@ -177,6 +177,8 @@ class Task(ABC, Generic[C]):
     synth_names: ClassVar[tuple[str, ...]] = ()
     # File name of `write_predictions` output (the extension says the format).
     predictions_file: ClassVar[str] = "predictions.csv"
+    # False where a score is no probability (anomaly scores): pseudo-label rounds are refused
+    pseudo_labelling: ClassVar[bool] = True
 
     def __init__(self, config: C) -> None:
         self.config = config

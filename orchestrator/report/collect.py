@@ -69,7 +69,7 @@ class Snapshot(ResultsStore):
         return (frame if run_id is None else frame[frame["run_id"] == run_id]).copy()
 
 
-def collect(store: ResultsStore, sweep: str, top: int = 100) -> ReportData:
+def collect(store: ResultsStore, sweep: str, top: int = 50) -> ReportData:
     """Read everything the report of `sweep` (or a unique prefix of its name) shows."""
     store = Snapshot(store)
     sweep = resolve_sweep(store, sweep)

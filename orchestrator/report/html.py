@@ -32,7 +32,8 @@ th{background:#f0f2f5;position:sticky;top:0}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.best td{background:#fff7d6}
 .kv{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:8px 18px}
-.kv div{font-size:.9em}.kv b{display:block;color:#5b6475;font-weight:600;font-size:.8em}
+.kv div{font-size:.9em;overflow-wrap:anywhere}
+.kv b{display:block;color:#5b6475;font-weight:600;font-size:.8em}
 .figs{display:flex;flex-wrap:wrap;gap:14px}
 figure{margin:0;background:#fff;border:1px solid #eceef2;border-radius:6px;padding:6px}
 figure img{max-width:100%;height:auto;display:block}
@@ -132,12 +133,13 @@ def summary_section(data: ReportData) -> str:
     return f'<section id="summary"><h2>Summary</h2>{key_values(facts, "facts")}{searched}</section>'
 
 
-def leaderboard_section(data: ReportData) -> str:
-    board = data.board
+def board_html(board: Mapping[str, Any], test_metric: str = "") -> str:
+    """The leaderboard (data of `views.best`) as an HTML table: the report's, and what the
+    Python API's results show in Jupyter."""
     params = board["params"]
     tests = any(r.get("test") is not None for r in board["rows"])
     headers = ["trial", *short_headers(params), board["metric"] or "objective"]
-    headers += [data.summary["test_metric"]] if tests else []
+    headers += [test_metric or "test"] if tests else []
     headers += ["epochs", "best epoch", "time (s)", "status"]
     rows = []
     for i, r in enumerate(board["rows"]):
@@ -150,18 +152,21 @@ def leaderboard_section(data: ReportData) -> str:
         cells.append(f'<td class="status-{esc(r["status"])}">{esc(r["status"])}</td>')
         best = ' class="best"' if i == 0 else ""
         rows.append(f'<tr{best} data-run="{esc(r["run_id"])}">{"".join(cells)}</tr>')
+    if not rows:
+        return '<p class="note">No trial has an objective.</p>'
+    return table(headers, rows, "leaderboard-table")
+
+
+def leaderboard_section(data: ReportData) -> str:
+    board = data.board
     more = board["matched"] - len(board["rows"])
     note = f'<p class="note">{more} more: medsweep results best {esc(data.sweep)} --n N</p>'
-    body = (
-        table(headers, rows, "leaderboard-table", numeric=0)
-        if rows
-        else '<p class="note">No trial has an objective.</p>'
-    )
     direction = "higher is better" if board["mode"] == "max" else "lower is better"
     return (
         f'<section id="leaderboard"><h2>Leaderboard</h2><p class="note">'
         f"{esc(board['metric'])}, {direction}; {board['matched']} of {board['trials']} trial(s) "
-        f"with a value</p>{body}{note if more > 0 else ''}</section>"
+        f"with a value</p>{board_html(board, data.summary['test_metric'])}"
+        f"{note if more > 0 else ''}</section>"
     )
 
 

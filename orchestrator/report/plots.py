@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 # Metric rows a trial writes about its schedule (tasks/common/schedules.py, tasks/abn).
 SCHEDULE_METRICS = {"unfrozen": "unfrozen stages", "alpha": "alpha", "lr": "learning rate"}
@@ -64,6 +65,7 @@ def learning_curves(metrics: pd.DataFrame, run_id: str, metric: str) -> Figure |
         if len(loss):
             right.plot(loss.index, loss.to_numpy(), marker="o", ms=3, label=f"{s} loss")
     for ax, title in ((left, metric), (right, "loss")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
@@ -106,6 +108,7 @@ def overlay_curves(
     if best_run in wide.columns:
         ax.plot(wide.index, wide[best_run], color="C3", lw=2.2, label=f"best: {best_run}")
         ax.legend(fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} of {wide.shape[1]} trial(s)")
@@ -228,6 +231,7 @@ def schedule_timeline(metrics: pd.DataFrame, run_id: str) -> Figure | None:
         ax.step(curve.index, curve.to_numpy(), where="post", marker="o", ms=3)
         ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3)
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1].set_xlabel("epoch")
     axes[0].set_title(f"schedule of trial {run_id}")
     fig.tight_layout()

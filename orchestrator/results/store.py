@@ -153,7 +153,7 @@ class ResultsStore:
             checked.append(record)
         if not checked:
             raise RowError(f"no {table} rows to write for sweep {sweep!r}")
-        frame = pio.typed_frame(pd.DataFrame(checked), TABLES[table])
+        frame = pio.records_frame(checked, TABLES[table])
         return pio.write_part(frame, self.table_dir(sweep, table), table)
 
     # ----- reads --------------------------------------------------------------------------

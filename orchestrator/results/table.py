@@ -39,6 +39,9 @@ def _per_round(metrics: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
 
 
 def table(store: ResultsStore, sweep: str) -> dict[str, Any]:
+    from orchestrator.results.views_common import resolve_sweep
+
+    sweep = resolve_sweep(store, sweep)  # a unique prefix is enough (demo names are timestamped)
     info = store.sweep_info(sweep)
     metric, mode = str(info.get("metric") or ""), str(info.get("mode") or "max")
     runs = store.runs(sweep)

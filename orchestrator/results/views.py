@@ -65,10 +65,13 @@ def leaderboard_table(df: pd.DataFrame, metric: str, mode: str, params: Sequence
     return leaderboard(leaderboard_rows(df, names, metric), metric, mode, names)
 
 
-def leaderboard_for(store: ResultsStore, sweep: str, n: int = 10) -> RenderableType:
+def leaderboard_for(
+    store: ResultsStore, sweep: str, n: int = 10, failures: bool = True
+) -> RenderableType:
     """The leaderboard of a sweep as printed at the end of `medsweep sweep`, with the cause of
-    each failed trial under it."""
-    return Group(*best_renderables(best(store, sweep, n=n)))
+    each failed trial under it (unless `failures` is off)."""
+    data = best(store, sweep, n=n)
+    return Group(*best_renderables(data if failures else {**data, "failures": []}))
 
 
 _RENDERERS: dict[str, Callable[[Console, Any], None]] = {

@@ -3,9 +3,9 @@ metric, narrowed by `--filter` expressions, with the stored cause of every faile
 
 A filter is `KEY OP VALUE` (OP one of `= != < <= > >=`; `=` and `!=` take `a,b,...` for any
 of several values). KEY is `status`, `variant`, `run_id`, `objective`, `epochs`, `best_epoch`,
-`duration_s`, a searched parameter (`train.lr` or `param.train.lr`) or a metric name
-(`val_auc`, `test_auc`, `train_loss`: its value at the run's best value over epochs, or the last
-value of a `test_` metric).
+`duration_s`, a searched parameter (`train.lr`, `param.train.lr`, or `lr` where unambiguous)
+or a metric name (`val_auc`, `train_loss`: the trial's best value over its epochs; `test_auc`:
+the last value written, since the test split is scored, never selected on).
 """
 
 from __future__ import annotations
@@ -212,6 +212,7 @@ def best(
         "matched": len(ranked),
         "rows": rows,
         "failures": failures,
+        "store": str(store.root),
     }
 
 
@@ -245,13 +246,8 @@ def best_renderables(data: Mapping[str, Any]) -> list[RenderableType]:
             )
         )
         shown = f"{len(rows)} of {data['matched']} matching" if data["filters"] else len(rows)
-        out.append(
-            Text(
-                f"{shown} of {data['trials']} trial(s); medsweep results show RUN_ID "
-                f"(sweep {data['sweep']})",
-                style="dim",
-            )
-        )
+        out.append(Text(f"{shown} of {data['trials']} trial(s); the best one in detail:"))
+        out.append(_show_hint(data, rows[0]["run_id"]))
     elif data["filters"]:
         out.append(Text(f"No trial of {data['sweep']} matches {' and '.join(data['filters'])}."))
     else:
@@ -263,5 +259,16 @@ def best_renderables(data: Mapping[str, Any]) -> list[RenderableType]:
             line.append(failure["status"], style="red")
             line.append(f": {failure['error']}")
             out.append(line)
-        out.append(Text("medsweep results show RUN_ID prints the full traceback", style="dim"))
+        out.append(Text("the first one's traceback:"))
+        out.append(_show_hint(data, data["failures"][0]["run_id"]))
     return out
+
+
+def _show_hint(data: Mapping[str, Any], run_id: str) -> Text:
+    """A `medsweep results show` command that runs as printed."""
+    import shlex
+
+    argv = ["medsweep", "results", "show", f"{data['sweep']}/{run_id}"]
+    if data.get("store"):
+        argv += ["--store", str(data["store"])]
+    return Text(f"  {shlex.join(argv)}", style="dim")

@@ -101,7 +101,7 @@ def store_path(store: ResultsStore, sweep: str, stored: str) -> Path | None:
     """A stored path (relative to the store root since schema 2) where it is now.
 
     Schema-1 rows hold absolute paths of the store's original location; they are re-rooted at
-    the sweep folder so a copied store still points at its own files.
+    the sweep folder so a copied or moved store points at its own files.
     """
     if not stored:
         return None
@@ -109,11 +109,8 @@ def store_path(store: ResultsStore, sweep: str, stored: str) -> Path | None:
     if not path.is_absolute():
         return (store.root / path).resolve()
     parts = path.parts
-    if sweep in parts:
-        rel = Path(*parts[parts.index(sweep) :])
-        moved = (store.root / rel).resolve()
-        if moved.exists() or not path.exists():
-            return moved
+    if sweep in parts:  # the store's own copy, wherever the store was when it was written
+        return (store.root / Path(*parts[parts.index(sweep) :])).resolve()
     return path
 
 
@@ -176,13 +173,13 @@ def leaderboard(
         table.add_column(test_metric(metric), justify="right", style="cyan")
     if value:
         table.add_column(value, justify="right", style="bold")
-    table.add_column("epochs", justify="right")
+    table.add_column("best/epochs", justify="right")
     table.add_column("time (s)", justify="right")
     table.add_column("status")
     for row in rows:
         epochs = fmt(row["epochs"])
         if row.get("best_epoch") is not None:
-            epochs += f" (best {row['best_epoch']})"
+            epochs = f"{row['best_epoch']}/{epochs}"
         table.add_row(
             row["run_id"],
             *(fmt(row["params"].get(name)) for name in params),

@@ -22,13 +22,6 @@ from orchestrator.results.views_common import missing, resolve_sweep
 EXPORT_FORMATS = ("csv", "parquet")
 KEEP = ("best", "none")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".ckpt")
-EXPORT_HELP = (
-    "Writes OUT.FMT: one row per trial (add --folds for the fold runs of cross-validated "
-    "trials) with its status, objective, times, resolved config as JSON, searched parameters as "
-    "param.<key>, the metrics of its best epoch as best.<name> and of its last epoch as "
-    "final.<name>; and OUT.metrics.FMT: every metric of every epoch in long format (run_id, "
-    "epoch, split, name, value, wall_time). OUT without an extension gets .FMT."
-)
 
 
 # ----- export -------------------------------------------------------------------------------

@@ -104,6 +104,7 @@ class GlowTask(SupervisedTask[GlowConfig]):
     default_metric: ClassVar[str] = "val_auc"
     default_mode = "max"
     synth_names: ClassVar[tuple[str, ...]] = ("cxr-anomaly",)
+    pseudo_labelling: ClassVar[bool] = False
     case_columns: ClassVar[tuple[str, ...]] = ("case", "path", "label", "mask", "patient_id")
     tiny_synth: ClassVar[tuple[int, int]] = (48, 32)
 

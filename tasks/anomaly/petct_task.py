@@ -56,6 +56,7 @@ class PetCtTask(SupervisedTask[PetCtConfig]):
     default_metric: ClassVar[str] = "val_froc_s3"
     default_mode = "max"
     synth_names: ClassVar[tuple[str, ...]] = ("petct",)
+    pseudo_labelling: ClassVar[bool] = False
     case_columns: ClassVar[tuple[str, ...]] = ("case", "mask", "label", "patient_id")
     tiny_synth: ClassVar[tuple[int, int]] = (40, 32)
 

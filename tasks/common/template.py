@@ -56,8 +56,16 @@ class Diverged(RuntimeError):
 
 
 def check_finite(epoch: int, metrics: dict[str, float], max_loss: float | None = None) -> None:
-    """Raise `Diverged` on a non-finite metric or a loss above `max_loss`."""
-    bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+    """Raise `Diverged` on a non-finite training metric or loss, or a loss above `max_loss`.
+
+    Other validation metrics may be undefined without anything having diverged (an AUC of a
+    validation fold with one class is NaN) and are left alone.
+    """
+    bad = [
+        k
+        for k, v in metrics.items()
+        if not np.isfinite(v) and (k.startswith("train_") or k.endswith("loss"))
+    ]
     if bad:
         raise Diverged(epoch, f"non-finite {', '.join(sorted(bad))}")
     loss = metrics.get("train_loss")

@@ -12,14 +12,27 @@ from pathlib import Path
 from typing import Any
 
 
-def _print(summary: Any, as_json: bool) -> None:
+def _print(summary: Any, as_json: bool, lines: list[str]) -> None:
+    """`--json`: the summary as one JSON object; otherwise readable lines."""
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return
     from rich.console import Console
-    from rich.pretty import Pretty
 
-    Console(highlight=False).print(Pretty(summary))
+    console = Console(highlight=False, soft_wrap=True)
+    for line in lines:
+        console.print(line, markup=False)
+
+
+def _count_images(paths: list[Path]) -> int | None:
+    """Images listed in COCO files (None when one cannot be read: the tool reports that)."""
+    total = 0
+    for path in paths:
+        try:
+            total += len(json.loads(path.read_text()).get("images") or [])
+        except (OSError, ValueError, AttributeError):
+            return None
+    return total
 
 
 def coco_main(argv: list[str]) -> int:
@@ -50,7 +63,11 @@ def coco_main(argv: list[str]) -> int:
         seed=a.seed,
         categories=a.categories,
     )
-    _print({k: str(v) for k, v in paths.items()}, a.json)
+    lines = []
+    for split, path in paths.items():
+        images = _count_images([Path(path)])
+        lines.append(f"{split}: {path} ({images if images is not None else '?'} images)")
+    _print({k: str(v) for k, v in paths.items()}, a.json, lines)
     return 0
 
 
@@ -78,8 +95,37 @@ def clean_main(argv: list[str]) -> int:
         remove_overlays=not a.no_overlays,
         image_root=Path(a.image_root) if a.image_root else None,
     )
-    _print(summary, a.json)
+    if not summary["images_kept"]:
+        from orchestrator.errors import DataError
+
+        raise DataError(
+            f"every one of the {summary['images_in']} images was dropped "
+            f"({summary.get('dropped_small', 0)} at or below --min-size {a.min_size}, "
+            f"{summary.get('dropped_duplicate', 0)} near-duplicates); nothing is left to train "
+            "on. The reasons per image are in cleaning_report.csv; lower --min-size or "
+            "--hash-threshold",
+            source=Path(a.out) / "cleaning_report.csv",
+        )
+    _print(summary, a.json, _clean_lines(summary, Path(a.out)))
     return 0
+
+
+def _clean_lines(summary: dict[str, Any], out: Path) -> list[str]:
+    lines = [
+        f"kept {summary['images_kept']} of {summary['images_in']} images "
+        f"({summary['annotations_kept']} annotations) in {out}",
+        f"  dropped: {summary.get('dropped_small', 0)} small, "
+        f"{summary.get('dropped_duplicate', 0)} near-duplicates "
+        f"({summary['duplicate_groups']} groups); "
+        f"inpainted colour scales: {summary.get('inpainted_overlay', 0)}",
+    ]
+    for split, counts in summary["splits"].items():
+        lines.append(
+            f"  {split}: {counts['images_kept']} of {counts['images_in']} images, "
+            f"{counts['annotations_kept']} annotations"
+        )
+    lines.append(f"  every removal and why: {out / 'cleaning_report.csv'}")
+    return lines
 
 
 def stats_main(argv: list[str]) -> int:
@@ -94,5 +140,19 @@ def stats_main(argv: list[str]) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    _print(dataset_stats([Path(c) for c in a.coco], Path(a.out)), a.json)
+    paths = [Path(c) for c in a.coco]
+    if _count_images(paths) == 0:
+        from orchestrator.errors import DataError
+
+        raise DataError(
+            "the COCO file(s) list no images; there is nothing to plot",
+            source=", ".join(map(str, paths)),
+        )
+    table = dataset_stats(paths, Path(a.out))
+    lines = [f"{len(table)} diagnoses; plots and stats.csv in {a.out}"]
+    lines += [
+        f"  {d}: {row['n_images']} images, {row['n_lesions']} lesions, {row['n_patients']} patients"
+        for d, row in table.items()
+    ]
+    _print(table, a.json, lines)
     return 0

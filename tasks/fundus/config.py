@@ -112,6 +112,11 @@ class FundusData(StrictModel):
     subsample_seed: int = Field(0, description="Seed of the per-source subsampling.")
     crop_border: bool = Field(True, description="Crop the black border around the fundus.")
     border_threshold: int = Field(10, ge=0, le=255)
+    black_images: Literal["error", "skip"] = Field(
+        "error",
+        description="Images black everywhere, or black once the border is removed: error (exit "
+        "2 naming their lines) or skip (leave them out and count them).",
+    )
     central_fraction: float = Field(
         1.0, gt=0, le=1, description="Keep this central share of height and width after the crop."
     )

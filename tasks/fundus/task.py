@@ -49,6 +49,7 @@ class FundusTask(SupervisedTask[FundusConfig]):
         self._table: tuple[pd.DataFrame, fundus_cases.Duplicates | None] | None = None
         self._images: FundusImages | None = None
         self._inference = False
+        self.skipped_black = 0  # black images left out (data.black_images: skip)
 
     # --- driver side -------------------------------------------------------------------------
     def check_data(self) -> None:
@@ -56,6 +57,7 @@ class FundusTask(SupervisedTask[FundusConfig]):
         self._pretrained_file()  # offline without weights: DataError naming the file to place
         df, dups = self._read()
         fundus_cases.verify(self.config.data, df)
+        self._check_black(df)
         if df["label"].nunique() < 2:
             raise DataError("needs both labels 0 and 1", source=self._input(), where="column label")
         if dups is not None and dups.groups:
@@ -64,6 +66,33 @@ class FundusTask(SupervisedTask[FundusConfig]):
                 f"({dups.cross_source_groups} across sources); report: {dups.report}",
                 file=sys.stderr,
             )
+
+    def _black(self, df: pd.DataFrame) -> list[int]:
+        from tasks.common.images import black_rows
+        from tasks.fundus.data import cache_root
+
+        d = self.config.data
+        paths = df["path"].astype(str).tolist()
+        return black_rows(paths, threshold=d.border_threshold, cache_dir=cache_root(d) / "black")
+
+    def _check_black(self, df: pd.DataFrame) -> None:
+        """`data.black_images: error` names the black images (skip: `_read` left them out)."""
+        from tasks.common.images import black_image_error
+
+        if self.config.data.black_images == "skip":
+            if self.skipped_black:
+                print(f"fundus: left out {self.skipped_black} black image(s)", file=sys.stderr)
+            return
+        rows = self._black(df)
+        if not rows:
+            return
+        if "source" in df.columns:  # name the first black image's own manifest
+            manifests = {s.name: s.manifest for s in fundus_cases.source_list(self.config.data)}
+            name = str(df["source"].iloc[rows[0]])
+            part = df[df["source"] == name].reset_index(drop=True)
+            mine = self._black(part)
+            raise black_image_error(part, mine, manifests[name])
+        raise black_image_error(df, rows, self._input())
 
     def _input(self) -> str:
         d = self.config.data
@@ -115,6 +144,8 @@ class FundusTask(SupervisedTask[FundusConfig]):
             "labels": _counts(df["label"]),
             "image_size": d.size,
         }
+        if self.skipped_black:
+            out["black_images_skipped"] = self.skipped_black
         if "patient_id" in df.columns:
             out["patients"] = int(df["patient_id"].nunique())
         if "source" in df.columns:
@@ -146,7 +177,12 @@ class FundusTask(SupervisedTask[FundusConfig]):
 
     def _read(self) -> tuple[pd.DataFrame, fundus_cases.Duplicates | None]:
         if self._table is None:
-            self._table = fundus_cases.read_table(self.config.data)
+            frame, dups = fundus_cases.read_table(self.config.data)
+            if self.config.data.black_images == "skip":  # driver and workers drop the same rows
+                black = self._black(frame)
+                self.skipped_black = len(black)
+                frame = frame.drop(index=frame.index[black]).reset_index(drop=True)
+            self._table = (frame, dups)
         return self._table[0].copy(), self._table[1]
 
     def cases(self) -> pd.DataFrame:

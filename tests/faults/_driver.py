@@ -4,7 +4,9 @@ in the store, and listings of the store and the Optuna study."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,8 +16,6 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-
-from orchestrator.results import ResultsStore
 
 BIN = Path(sys.executable).parent
 # Ray's agents outlive a killed driver for up to a minute before noticing it is gone; every other
@@ -60,9 +60,9 @@ class Driver:
     """A `medsweep` command running in its own session, output in a log file."""
 
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
-        self.log = log
+        self.log, self.started = log, time.monotonic()
         with log.open("a") as out:
-            out.write(f"\n$ {' '.join(args)}\n")
+            out.write(f"\n[{time.strftime('%H:%M:%S')}] $ {' '.join(args)}\n")
             out.flush()
             self.proc = subprocess.Popen(
                 args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -71,6 +71,12 @@ class Driver:
     @property
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    @property
+    def console(self) -> str:
+        """What the commands printed (the log without this harness's own `[time]` lines)."""
+        lines = self.output.splitlines()
+        return "\n".join(ln for ln in lines if not re.match(r"\[\d\d:\d\d:\d\d\] ", ln))
 
     def running(self) -> bool:
         return self.proc.poll() is None
@@ -91,11 +97,18 @@ class Driver:
         try:
             return self.proc.wait(timeout)
         finally:
+            self.note("ended")
             self.cleanup()
+
+    def note(self, text: str) -> None:
+        with self.log.open("a") as out:
+            took = time.monotonic() - self.started
+            out.write(f"[{time.strftime('%H:%M:%S')}] {text} ({took:.1f} s)\n")
 
     def kill9(self) -> list[str]:
         """SIGKILL the driver; return the processes of its cluster that outlived it (after every
         one that must die with it has, they are killed)."""
+        self.note("kill -9")
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(30)
         return self.cleanup()
@@ -112,10 +125,8 @@ class Driver:
         finally:
             left = session_processes(sid)
             for pid in left:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         return sorted(left.values())
 
 
@@ -157,7 +168,3 @@ def study(sweep_dir: Path) -> optuna.Study:
     backend = JournalFileBackend(str(sweep_dir / "optuna.journal"))
     storage = optuna.storages.JournalStorage(backend)
     return optuna.load_study(study_name=sweep_dir.name, storage=storage)
-
-
-def trial_runs(store: Path, sweep: str) -> pd.DataFrame:
-    return ResultsStore(store).runs(sweep)

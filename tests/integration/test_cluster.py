@@ -4,7 +4,8 @@ The head (`ray start --head`, token auth, its own ports and temp dir, custom res
 ``node_a``) and a second node (`ray start --address ... --resources='{"node_b": 2}'
 --num-cpus=1`) are started by the module fixture and stopped again by process group and by an
 environment marker that only their processes carry: never `ray stop`, which would stop every
-Ray process of this user on the machine. Trials are pinned to nodes by `resources.custom`.
+Ray process of this user on the machine. Custom resources place the trials: one `trial_slot`
+per node, and `node_b` for the trial whose node is killed.
 
 Also here: Optuna on a real PostgreSQL server that the test starts itself.
 """
@@ -30,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.errors import UserError
 from orchestrator.results import ResultsStore
 
 BIN = Path(sys.executable).parent
@@ -104,11 +106,21 @@ class Cluster:
             return json.loads(response.read())
 
     def node_of(self, resource: str) -> str:
-        """The node id of the alive node that has `resource`."""
-        nodes = self.api("/api/v0/nodes?detail=1")["data"]["result"]["result"]
-        alive = [n for n in nodes if n["state"] == "ALIVE" and resource in n["resources_total"]]
-        assert len(alive) == 1, nodes
-        return str(alive[0]["node_id"])
+        """The node id of the alive node that has `resource` (the state API can list a node
+        before its resources: asked again until it shows them)."""
+        found: list[str] = []
+
+        def one() -> bool:
+            nodes = self.api("/api/v0/nodes?detail=1")["data"]["result"]["result"]
+            found[:] = [
+                str(n["node_id"])
+                for n in nodes
+                if n["state"] == "ALIVE" and resource in (n.get("resources_total") or {})
+            ]
+            return len(found) == 1
+
+        _wait_for(f"one alive node with {resource}", one, 30)
+        return found[0]
 
     def submit(
         self, workdir: Path, args: list[str], submission_id: str, env: dict[str, str] | None = None
@@ -130,7 +142,7 @@ class Cluster:
     def kill_raylet(self, name: str) -> None:
         """SIGKILL the raylet of one node (the node dies as on a lost machine)."""
         group = self.nodes[name].pid
-        pids = [p for p in _ours(self.marker) if _pgid(p) == group and _comm(p) == "raylet"]
+        pids = [p for p in _ours(self.marker) if _stat(p) == (group, "raylet")]
         assert len(pids) == 1, pids
         os.kill(pids[0], signal.SIGKILL)
 
@@ -164,18 +176,12 @@ def _ours(marker: str) -> list[int]:
     return found
 
 
-def _pgid(pid: int) -> int:
+def _stat(pid: int) -> tuple[int, str]:
+    """(process group, command name) of a process, or (-1, "") when it is gone."""
     try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return -1
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
+        return os.getpgid(pid), Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
-        return ""
+        return -1, ""
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +215,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 '--resources={"node_a": 2, "trial_slot": 1}',
             ],
         )
-        b = ["--num-cpus=1", '--resources={"node_b": 2, "trial_slot": 1}']
+        # --memory=0: node b holds Train workers only (Tune's trial coordinators reserve 1 byte
+        # of memory), so losing it loses a run's workers, never a trial coordinator
+        b = ["--num-cpus=1", "--memory=0", '--resources={"node_b": 2, "trial_slot": 1}']
         c.start_node("b", [f"--address={c.gcs}", *b])
         _wait_for("two alive nodes", lambda: _alive(c) == 2, 60)
         yield c
@@ -282,6 +290,9 @@ sweep:
         # the trial read the driver's data by its absolute path
         manifest = json.loads(row["config"])["data"]["manifest"]
         assert os.path.isabs(manifest) and manifest.endswith("data/demo/labels.csv")
+    # the dashboard's Train tab knows every run (medsweep turns state tracking on)
+    train_tab = json.dumps(cluster.api("/api/train/v2/runs/v1"))
+    assert all(run_id in train_tab for run_id in runs["run_id"])
     metrics = ResultsStore(store).metrics("two-nodes")
     auc = metrics[(metrics["split"] == "val") & (metrics["name"] == "auc")]
     assert sorted(auc["epoch"]) == [1, 1, 2, 2]
@@ -301,7 +312,7 @@ def test_a_submission_without_the_token_is_refused(cluster: Cluster, tmp_path: P
     job = f"medsweep-refused-{uuid.uuid4().hex[:8]}"
     out = cluster.submit(project, ["medsweep", "sweep", "sweep.yaml"], job, env=env)
     assert out.returncode != 0
-    assert "401" in out.stdout + out.stderr
+    assert "AuthenticationError" in out.stderr and "RAY_AUTH_MODE" in out.stderr
     assert job not in {j["submission_id"] for j in cluster.api("/api/jobs/")}
 
 
@@ -317,6 +328,7 @@ resources: {workers: 1, cpus_per_worker: 1, custom: {node_b: 1}}   # pinned to n
 failure: {max_retries: 0}
 """,
     )
+    node_b = cluster.node_of("node_b")
     store = tmp_path / "store"
     job = f"medsweep-fault-{uuid.uuid4().hex[:8]}"
     args = ["medsweep", "run", "sweep.yaml", "--name", "lost-node", "--set", f"store.root={store}"]
@@ -341,5 +353,173 @@ failure: {max_retries: 0}
     runs = ResultsStore(store).runs("lost-node")
     assert list(runs["status"]) == ["error"], text[-4000:]
     error = runs["error"].iloc[0].lower()
-    assert "node" in error and ("died" in error or "dead" in error), error
+    assert "node" in error and any(w in error for w in ("terminated", "died", "dead")), error
     assert runs["epochs"].iloc[0] < 60
+    nodes = json.loads(runs["nodes"].iloc[0])  # stored although the trial never finished
+    assert [n["node_id"] for n in nodes] == [node_b], nodes
+
+
+# --- Optuna on a real PostgreSQL server ---------------------------------------------------------
+def _pg_bin(name: str) -> str | None:
+    """On PATH, or where Debian's postgresql package puts the server tools."""
+    import glob
+    import shutil
+
+    return shutil.which(name) or max(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), default=None)
+
+
+@dataclass
+class Postgres:
+    url: str  # with the password
+    password: str
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL server on a free port (initdb + pg_ctl in a temp dir); as root it
+    runs as the `postgres` system user, since the server refuses to run as root."""
+    import pwd
+    import shutil
+
+    pytest.importorskip("psycopg2", reason="psycopg2 missing: pip install '.[postgres]'")
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) missing: `make system-deps`")
+    prefix: list[str] = []
+    owner = None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a `postgres` user to run the server as")
+        prefix = [shutil.which("runuser") or "runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="mspg", dir="/tmp"))  # reachable by that user
+    password = f"pw-{uuid.uuid4().hex}"
+    (root / "pw").write_text(password)
+    if owner is not None:
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        os.chown(root / "pw", owner.pw_uid, owner.pw_gid)
+    port, data = _free_port(), root / "data"
+
+    def pg(*args: str, check: bool = True) -> None:
+        subprocess.run([*prefix, *args], check=check, capture_output=True, timeout=120)
+
+    auth = ["--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8"]
+    pg(initdb, "-D", str(data), "-U", "medsweep", f"--pwfile={root / 'pw'}", *auth)
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=60"
+    pg(pg_ctl, "-D", str(data), "-l", str(root / "log"), "-o", options, "-w", "start")
+    try:
+        # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the `postgres` extra installs
+        # psycopg2, which is named explicitly
+        url = f"postgresql+psycopg2://medsweep:{password}@127.0.0.1:{port}/postgres"
+        yield Postgres(url, password)
+    finally:
+        pg(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_many_concurrent_writers_share_one_study(postgres: Postgres, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import optuna
+
+    from orchestrator.engine import open_storage
+
+    def worker(_: int) -> None:  # each with its own connection pool, as separate drivers
+        storage = open_storage(postgres.url, tmp_path, "pg.yaml")
+        study = optuna.create_study(study_name="shared", storage=storage, load_if_exists=True)
+        for _ in range(5):
+            trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+            study.tell(trial, trial.params["x"] ** 2)
+
+    open_storage(postgres.url, tmp_path, "pg.yaml")  # creates the schema (not race-free)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(worker, range(8)))
+    # a driver that is not installed is a clear exit-2 error, without the password
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:
+        plain = postgres.url.replace("+psycopg2", "")
+        with pytest.raises(UserError, match="No module named 'psycopg'") as err:
+            open_storage(plain, tmp_path, "pg.yaml")
+        assert postgres.password not in err.value.render()
+    study = optuna.load_study(study_name="shared", storage=postgres.url)
+    numbers = sorted(t.number for t in study.trials)
+    assert numbers == list(range(40))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+@pytest.mark.ray
+def test_a_sweep_on_postgres_resumes_after_its_driver_dies(
+    postgres: Postgres, tmp_path: Path, fundus_csv: Path, ray_session: None, capfd: Any
+) -> None:
+    import optuna
+    import ray
+
+    import orchestrator
+
+    store = tmp_path / "store"
+    config = tmp_path / "pg.yaml"
+    config.write_text(
+        f"""
+name: pg
+task: fundus
+seed: 0
+data: {{manifest: {fundus_csv}, image_size: 32, val_fraction: 0.25}}
+model: {{backbone: resnet10t}}
+train: {{epochs: 2, batch_size: 16}}
+store: {{root: {store}}}
+sweep:
+  num_samples: 2
+  max_concurrent: 2
+  sampler: random
+  space:
+    train.lr: {{type: loguniform, low: 1.0e-4, high: 1.0e-2}}
+"""
+    )
+    storage = ["--set", f"sweep.storage={postgres.url}"]
+    # a driver of its own that joins the shared local Ray, killed mid-trial (first epoch done)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(RAY_ADDRESS=ray.get_runtime_context().gcs_address, RAY_AUTH_MODE="token")
+    with tempfile.TemporaryFile("w+") as log:
+        driver = subprocess.Popen(
+            [str(BIN / "medsweep"), "sweep", str(config), *storage],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            metrics = store / "pg" / "metrics"
+            _wait_for("a first epoch", lambda: any(metrics.glob("part-*")), 300)
+        finally:
+            driver.kill()
+            driver.wait(timeout=60)
+        log.seek(0)
+        first_output = log.read()
+    assert _completed(store, "pg") < 2, "the driver was not stopped mid-sweep"
+
+    out = orchestrator.sweep(config, {"sweep.storage": postgres.url}, name="pg", resume=True)
+    assert out.errors == 0
+    runs = ResultsStore(store).runs("pg")
+    assert (runs["status"] == "completed").sum() == 2
+    study = optuna.load_study(study_name="pg", storage=postgres.url)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2
+
+    # the password is nowhere in the store, the Tune/Train folders or the output
+    captured = capfd.readouterr()
+    assert postgres.password not in first_output + captured.out + captured.err
+    needle = postgres.password.encode()
+    leaks = [p for p in store.rglob("*") if p.is_file() and needle in p.read_bytes()]
+    assert leaks == []
+    assert (
+        "***" in json.loads((store / "pg" / "sweep.json").read_text())["config"]["sweep"]["storage"]
+    )
+
+
+def _completed(store: Path, sweep: str) -> int:
+    try:
+        runs = ResultsStore(store).runs(sweep)
+    except Exception:  # nothing written yet
+        return 0
+    return int((runs["status"] == "completed").sum()) if len(runs) else 0

@@ -85,3 +85,33 @@ sweep:
     # starts frozen; with every: 1 the first stage trains from epoch 2 on
     per_run = unfrozen.sort_values("epoch").groupby("run_id")["value"].apply(list)
     assert per_run.map(lambda v: v == [0.0, 1.0]).all(), per_run
+
+    # `medsweep predict` with the stored best weights writes COCO detections that
+    # `medsweep eval detection` scores to the numbers the run stored for its best epoch
+    from orchestrator.cli import main
+
+    row = runs.sort_values("objective").iloc[-1]
+    dets = tmp_path / "val_dets.json"
+    val = liver.parent / "val.json"
+    assert (
+        main(
+            [
+                "predict",
+                row["run_id"],
+                "--store",
+                str(store),
+                "--data",
+                str(val),
+                "--out",
+                str(dets),
+            ]
+        )
+        == 0
+    )
+    from orchestrator.evaluate import eval_detection
+
+    scored = eval_detection(val, dets, iou=0.25)
+    best = json.loads(row["best"])
+    assert scored["coco"]["AP50"] == pytest.approx(best["val_AP50"], abs=1e-6)
+    assert scored["coco"]["mAP"] == pytest.approx(best["val_mAP"], abs=1e-6)
+    assert scored["lesion"]["macro"]["f1"] == pytest.approx(best["val_lesion_f1"], abs=1e-6)

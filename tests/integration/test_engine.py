@@ -48,7 +48,7 @@ def test_asha_prunes_on_the_reported_epoch_and_tells_optuna(
     sweep = """
 sweep:
   num_samples: 4
-  max_concurrent: 2
+  max_concurrent: 1   # one at a time: what ASHA compares does not depend on arrival order
   sampler: random
   scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
   space:
@@ -57,8 +57,14 @@ sweep:
     out = orchestrator.sweep(_config(tmp_path, fundus_csv, sweep), name="asha")
     assert out.errors == 0
     runs = ResultsStore(tmp_path / "store").runs("asha")
+    assert len(runs) == 4
     study = _study(tmp_path / "store", "asha")
     states = {t.user_attrs["medsweep_run_id"]: t.state for t in study.trials}
+    for t in study.trials:  # what optuna-dashboard shows next to each trial
+        run_id = t.user_attrs["medsweep_run_id"]
+        assert t.user_attrs["medsweep_sweep"] == "asha"
+        artifacts = tmp_path / "store" / "asha" / "artifacts" / run_id
+        assert Path(t.user_attrs["medsweep_artifacts"]) == artifacts
     for row in runs.itertuples():
         expected = {
             "completed": optuna.trial.TrialState.COMPLETE,
@@ -139,3 +145,21 @@ def test_a_worker_dying_without_retries_is_stored_with_its_cause(
     assert row["status"] == "error"
     assert row["error"] and "Error" in row["error"]
     assert "worker rank 0" in row["traceback"]  # the run's last log lines come with it
+
+
+def test_groups_left_by_dead_controllers_are_removed_and_others_kept(ray_session: None) -> None:
+    import ray
+    from ray.util.placement_group import placement_group
+
+    from orchestrator.loop import live_placement_groups, release_left_over
+
+    kept = placement_group([{"CPU": 0.01}])
+    before = live_placement_groups()
+    assert kept.id.hex() in before
+    left = placement_group([{"CPU": 0.01}])  # as a Train controller killed with its trial leaves
+    ray.get(left.ready(), timeout=60)
+    assert release_left_over(before) == 1
+    table = ray.util.placement_group_table()
+    assert table[left.id.hex()]["state"] == "REMOVED"
+    assert table[kept.id.hex()]["state"] != "REMOVED"
+    ray.util.remove_placement_group(kept)

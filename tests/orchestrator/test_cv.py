@@ -107,3 +107,36 @@ def test_hold_out_with_one_fold() -> None:
     assert set(np.unique(split.fold)) == {splits.TEST, splits.TRAIN_ONLY, 0}
     frames = split.frames(0)
     assert len(frames["val"]) and len(frames["test"]) and len(frames["train"])
+
+
+def _config(**sections: Any) -> Any:
+    from orchestrator.config import from_dict
+
+    raw = {
+        "name": "p",
+        "task": "fundus",
+        "data": {"manifest": "x.csv"},
+        "cv": {"folds": 2, "test_fraction": 0.3},
+        **sections,
+    }
+    return from_dict(raw, source="p.yaml")
+
+
+def test_pseudo_rounds_anywhere_in_the_sweep_are_seen_by_the_checks() -> None:
+    from orchestrator.engine import _check_pseudo_labelling, _check_searchable, _max_rounds
+    from orchestrator.registry import get_task
+
+    assert _max_rounds(_config()) == 0
+    assert _max_rounds(_config(pseudo={"rounds": 2})) == 2
+    grid = {"sampler": "grid", "variants": {"a": {}, "b": {"pseudo.rounds": 1}}}
+    assert _max_rounds(_config(pseudo={"rounds": 0}, sweep=grid)) == 1
+    searched = {"space": {"pseudo.rounds": {"type": "choice", "values": [0, 3]}}}
+    with_rounds = _config(pseudo={"rounds": 0}, sweep=searched)
+    assert _max_rounds(with_rounds) == 3
+    asha = {**searched, "scheduler": {"type": "asha"}}
+    with pytest.raises(UserError, match="ASHA cannot prune"):
+        _check_searchable(_config(pseudo={"rounds": 0}, sweep=asha))
+    _check_pseudo_labelling(with_rounds, get_task("fundus"))  # probabilities: fine
+    with pytest.raises(UserError, match="'glow' cannot pseudo-label"):
+        _check_pseudo_labelling(with_rounds, get_task("glow"))
+    _check_pseudo_labelling(_config(), get_task("glow"))  # no rounds: nothing to refuse

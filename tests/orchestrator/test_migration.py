@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.resume import stored_info
 from orchestrator.results import ResultsStore
 from orchestrator.results import table as table_mod
+from orchestrator.resume import stored_info
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "store_v1"
 SWEEP = "fundus-demo-20261127-134734"
@@ -51,3 +51,9 @@ def test_v1_sweep_record_and_views(store: ResultsStore) -> None:
     data = table_mod.table(store, SWEEP)
     assert len(data["rows"]) == 6 and data["rows"][0]["test"] is None
     assert max(r["cv"] for r in data["rows"]) == pytest.approx(0.935429, abs=1e-6)
+    # a unique prefix names the sweep (demo sweeps carry a timestamp), in the table and predict
+    assert table_mod.table(store, "fundus-demo")["sweep"] == SWEEP
+    from orchestrator.predict import _trial
+
+    assert _trial(store, "fundus-demo")[1]["run_id"] == "50b5d9d8"
+    assert _trial(store, "50b5d9")[1]["run_id"] == "50b5d9d8"  # a run id prefix still works

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ def _probe(cwd: Path, **extra: Any) -> tuple[Any, Probe]:
     config = paths.resolve_paths(from_dict(raw, source="x.yaml", check_sweep=False))
     config, task = paths.with_checked_task(config, engine._checked_task)
     probe = make_probe(config, task)
+    Path(probe.store_root).mkdir()
     (Path(probe.store_root) / probe.marker).write_text(probe.token)
     return config, probe
 
@@ -143,8 +145,6 @@ def test_a_node_without_the_demo_data_synthesises_identical_bytes(cwd: Path) -> 
     _, probe = _probe(cwd)
     data = cwd / "data"
     before = {p.name: fingerprint(p) for p in sorted((data / "images").iterdir())}
-    import shutil
-
     shutil.rmtree(data)  # as on a node that never saw the driver's disk
     assert check_node(probe, "n2").problems
     report = preflight.synthesise_and_check(probe, "n2")
@@ -211,6 +211,25 @@ def test_each_node_runs_the_check_as_a_ray_task(cwd: Path, ray_session: None) ->
     assert [p.what for r in reports.values() for p in r.problems] == ["missing"]
 
 
+@pytest.mark.ray
+def test_a_failing_node_stops_the_sweep_and_leaves_no_store(
+    cwd: Path, ray_session: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, probe = _probe(cwd)
+    shutil.rmtree(probe.store_root)
+    bad = Target("model.weights", str(cwd / "w.pth"), "file", "0")  # the driver's checksum
+    (cwd / "w.pth").write_bytes(b"the node's own copy")
+    with_bad = Probe(**{**probe.__dict__, "targets": (bad,)})
+    monkeypatch.setattr(preflight, "make_probe", lambda c, t: with_bad)
+    monkeypatch.setattr(preflight, "_only_the_driver", lambda nodes: False)
+    with pytest.raises(UserError) as err:
+        preflight.preflight(config, object(), timeout_s=120)
+    assert err.value.where == "field model.weights"
+    assert f"sees another file at {cwd / 'w.pth'} than the driver" in err.value.message
+    assert "identical" in err.value.message
+    assert not os.path.exists(probe.store_root)  # created for the check, removed again
+
+
 # --- resources --------------------------------------------------------------------------------
 def _cluster(monkeypatch: pytest.MonkeyPatch, *nodes: dict[str, float]) -> None:
     import ray
@@ -249,6 +268,19 @@ def test_unplaceable_workers_are_refused_naming_the_resource(
     assert words in err.value.message
 
 
+@pytest.mark.ray
+def test_an_unplaceable_sweep_is_refused_before_anything_is_stored(
+    cwd: Path, fundus_csv: Path, ray_session: None
+) -> None:
+    import orchestrator
+
+    raw = {**_raw(manifest=str(fundus_csv)), "resources": {"workers": 3}}  # 2 local CPUs
+    with pytest.raises(UserError) as err:
+        orchestrator.run(from_dict(raw, source="x.yaml"), name="too-big")
+    assert err.value.where == "field resources.workers" and "limited by CPU" in err.value.message
+    assert not (cwd / "results" / "too-big").exists()
+
+
 def test_workers_that_fit_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     _cluster(monkeypatch, {"CPU": 2.0, "node_a": 2.0}, {"CPU": 1.0, "node_b": 2.0})
     for resources in (
@@ -263,3 +295,12 @@ def test_custom_resources_are_validated() -> None:
     for bad in ({"GPU": 1}, {"node_b": 0}):
         with pytest.raises(UserError, match=r"resources\.custom"):
             from_dict({**_raw(), "resources": {"custom": bad}}, source="x.yaml")
+
+
+def test_the_job_submission_id_comes_from_the_job_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_JOB_SUBMISSION_ID", raising=False)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert engine.job_submission_id() == ""
+    job_config = '{"runtime_env": {}, "metadata": {"job_submission_id": "raysubmit_42"}}'
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", job_config)
+    assert engine.job_submission_id() == "raysubmit_42"

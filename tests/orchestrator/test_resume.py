@@ -11,8 +11,8 @@ import pytest
 from orchestrator.config import from_dict, load
 from orchestrator.errors import ConfigError, UserError
 from orchestrator.lineage import resolve_artifacts, sha256
-from orchestrator.resume import check_same_config, stored_info
 from orchestrator.results import ResultsStore
+from orchestrator.resume import check_same_config, stored_info
 
 
 def _write(tmp_path: Path, csv: Path) -> Path:

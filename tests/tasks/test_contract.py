@@ -128,7 +128,7 @@ def test_an_interrupted_run_resumes_to_the_same_metrics(case: Any, tmp_path: Pat
     assert start == 2
     again = run_epoch(resumed, 2)
     for key, value in expected[1].items():
-        if key != "epoch_time_s":
+        if not key.endswith("_time_s"):  # wall times differ run to run
             assert again[key] == pytest.approx(value, rel=1e-5, abs=1e-6, nan_ok=True), key
 
 

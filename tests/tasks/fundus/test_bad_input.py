@@ -28,9 +28,10 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def _config(tmp_path: Path, csv: Path, data: str = "", model: str = "backbone: resnet10t") -> Path:
     path = tmp_path / "exp.yaml"
+    manifest = "" if "sources:" in data else f"manifest: {csv}, "  # sources replace it
     path.write_text(
         f"name: bad\ntask: fundus\n"
-        f"data: {{manifest: {csv}, image_size: 32, cache_dir: {tmp_path / 'cache'}{data}}}\n"
+        f"data: {{{manifest}image_size: 32, cache_dir: {tmp_path / 'cache'}{data}}}\n"
         f"model: {{{model}}}\nstore: {{root: {tmp_path / 'store'}}}\n"
     )
     return path
@@ -41,7 +42,7 @@ def _config(tmp_path: Path, csv: Path, data: str = "", model: str = "backbone: r
     [
         ("", "backbone: deit_base_patch16_224", r"field data: image_size 32: deit.*224 or auto"),
         (
-            ", manifest: null, sources: [{name: x, manifest: m.csv, label_map: {G: 1, N: 5}}]",
+            ", sources: [{name: x, manifest: m.csv, label_map: {G: 1, N: 5}}]",
             "backbone: resnet10t",
             r"field data\.sources: sources\[0\]\.label_map: maps 'N' to 5",
         ),

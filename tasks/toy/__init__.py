@@ -1,0 +1,1 @@
+"""A synthetic task for benchmarks and engine tests: no images, a known best region."""
