@@ -27,7 +27,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # The demo sweeps, run in this order (each synthesises its data on first use).
 # One short sweep per task family (`make demo`), then the rest (`make demo-all`).
 DEMO_CONFIGS = ("fundus_cv_demo.yaml", "detection_demo.yaml", "abn_demo.yaml", "glow_demo.yaml")
-MORE_DEMO_CONFIGS = ("fundus_grid_demo.yaml", "fundus_demo.yaml", "petct_demo.yaml")
+MORE_DEMO_CONFIGS = (
+    "fundus_grid_demo.yaml",
+    "fundus_demo.yaml",
+    "petct_demo.yaml",
+    "abn_compare_demo.yaml",
+)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:

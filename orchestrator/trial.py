@@ -75,6 +75,7 @@ class Trial:
         self.epochs = int(config["train"]["epochs"])
         pseudo = config.get("pseudo") or {}
         self.rounds = int(pseudo.get("rounds", 0)) if split is not None else 0
+        self.next_pseudo: pd.DataFrame | None = None  # the labels the next round trains with
         self.pseudo = pseudo
         self.round_values: dict[int, list[float]] = {}
         self.best_epoch = 0
@@ -90,14 +91,11 @@ class Trial:
 
     # --- the trial ---------------------------------------------------------------------------
     def run(self) -> None:
-        pseudo_rows: pd.DataFrame | None = None
-        for r in range(self.rounds + 1):
-            round_ = r if self.rounds else None
-            state = self._round(round_, pseudo_rows)
-            if state is None:  # diverged or stopped: the trial ends here
-                return
-            if r < self.rounds:
-                pseudo_rows = self._pseudo_labels(r + 1)
+        r = 0
+        while r <= self.rounds:  # a round without pseudo-labels lowers self.rounds
+            if self._round(r if self.rounds else None, self.next_pseudo) is None:
+                return  # diverged or stopped: the trial ends here
+            r += 1
 
     def _specs(self, round_: int | None, pseudo: pd.DataFrame | None) -> list[RunSpec]:
         base = RunSpec(
@@ -282,6 +280,13 @@ class Trial:
 
     # --- end of a round ----------------------------------------------------------------------
     def _finish_round(self, state: RoundState, specs: list[RunSpec], round_: int | None) -> None:
+        if round_ is not None and round_ < self.rounds:
+            self.next_pseudo = self._pseudo_labels(round_ + 1)
+            if self.next_pseudo.empty:
+                # Nothing confident to add: the next round would train on the same data with
+                # the same seeds and repeat this one. The stored pseudo_total of 0 says why the
+                # trial ends with this round.
+                self.rounds = round_
         extra: dict[str, float] = {}
         if self.split is not None and self.split.has_test():
             extra = self._test_ensemble(specs, round_)

@@ -31,6 +31,9 @@ class ToyTrain(TrainConfig):
         description="Seconds of real PyTorch training (a small MLP) per epoch, so that benchmarks "
         "of the engine have trials of a known length; 0 = none.",
     )
+    fail_at_epoch: int | None = Field(
+        None, ge=1, description="Raise inside `evaluate` at this epoch (fault-injection tests)."
+    )
 
 
 class ToyConfig(TaskConfig):

@@ -146,6 +146,8 @@ class ToyTask(Task[ToyConfig]):
         return {"train_loss": 1.05 * curve(self.config, epoch) + float(noise)}
 
     def evaluate(self, epoch: int) -> dict[str, float]:
+        if epoch == self.config.train.fail_at_epoch:
+            raise RuntimeError(f"injected failure in evaluate at epoch {epoch}")
         self.last_val = self.predict("val")
         return {f"val_{k}": v for k, v in self.score("val", self.last_val).items()}
 

@@ -87,6 +87,10 @@ def test_driver_kills_lose_and_duplicate_nothing(tmp_path: Path, tiny_csv: Path)
     fourth.wait_until(
         lambda: sum(len(e) for e in epochs_stored(sweep_dir).values()) > done, "another epoch"
     )
+    # the dashboard URL the driver printed is where Ray serves it (401: it asks for the token)
+    url = re.search(r"Ray dashboard: (http://127\.0\.0\.1:\d+)", fourth.output.split("$ ")[-1])
+    assert url, fourth.output[-2000:]
+    assert _http_status(url.group(1)) in (200, 401)
     fourth.note("SIGTERM")
     fourth.proc.terminate()
     assert fourth.finish() == 128 + 15
@@ -144,3 +148,14 @@ def _check_store_and_study(root: Path) -> None:
         trial = by_run[row["run_id"]]
         assert trial.value is not None and math.isclose(trial.value, row["objective"])
         assert trial.params["train.lr"] == pytest.approx(json.loads(row["params"])["train.lr"])
+
+
+def _http_status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return err.code

@@ -63,12 +63,17 @@ class FakeRuns:
         ray.get(spec.channel.put.remote(end))
 
 
-def _trial(tmp_path: Path, csv: Path, runs: FakeRuns, reports: list[dict[str, Any]]) -> Trial:
+def _trial(
+    tmp_path: Path, csv: Path, runs: FakeRuns, reports: list[dict[str, Any]], pseudo: str = ""
+) -> Trial:
     text = f"name: t\ntask: fundus\ndata: {{manifest: {csv}}}\ntrain: {{epochs: {EPOCHS}}}\n"
+    if pseudo:
+        text += f"cv: {{folds: 3, test_fraction: 0.3}}\npseudo: {pseudo}\n"
     (tmp_path / "t.yaml").write_text(text + f"store: {{root: {tmp_path / 'store'}}}\n")
     config = load(tmp_path / "t.yaml")
     task = FundusTask(config.task)
-    split = make_split(task, CrossValidation(folds=3, test_fraction=0.3), None, "t.yaml")
+    cv = CrossValidation(folds=3, test_fraction=0.3)
+    split = make_split(task, cv, config.experiment.pseudo, "t.yaml")
     store = ResultsStore(tmp_path / "store")
     info = SweepInfo(
         sweep="t",
@@ -134,3 +139,20 @@ def test_fold_means_failures_and_resuming_only_the_unfinished_fold(
     preds = pd.read_csv(store.artifacts_dir("t", "tr1") / "test_predictions.csv")
     fold0 = pd.read_pickle(store.artifacts_dir("t", "tr1") / "tr1-f0" / prediction_cache("test"))
     assert sorted(preds["index"]) == sorted(fold0["index"])  # one row per test case
+
+
+def test_a_round_without_pseudo_labels_is_the_last(
+    tmp_path: Path, fundus_csv: Path, ray_session: None
+) -> None:
+    # the stand-in ensemble scores 0.2 or 0.8: nothing reaches 0.9 or 0.1
+    reports: list[dict[str, Any]] = []
+    runs = FakeRuns()
+    _trial(tmp_path, fundus_csv, runs, reports, pseudo="{rounds: 2, high: 0.9, low: 0.1}").run()
+    assert sorted(runs.calls) == ["tr1-r0-f0", "tr1-r0-f1", "tr1-r0-f2"]  # round 1 would repeat 0
+    assert [(r["round"], r["epoch"]) for r in reports] == [(0, 1), (0, 2), (0, 3)]
+    assert reports[-1]["finished"] == 1  # the trial completed with round 0
+    m = ResultsStore(tmp_path / "store").metrics("t")
+    total = m[m["name"] == "pseudo_total"]
+    assert total[["round", "value"]].values.tolist() == [[1, 0.0]]  # why it ended: stored
+    arts = ResultsStore(tmp_path / "store").artifacts_dir("t", "tr1")
+    assert (arts / "test_predictions.csv").exists() and (arts / "test_predictions_r0.csv").exists()

@@ -171,12 +171,21 @@ def test_library_noise_is_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
 
     name = "ray._private.authentication.authentication_token_setup"
     monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    from ray._private import worker
+
+    printed: list[str] = []
+    monkeypatch.setattr(worker, "print_to_stdstream", lambda data, _: printed.extend(data["lines"]))
     level, verbosity = logging.getLogger(name).level, optuna.logging.get_verbosity()
     try:
         engine._quiet_libraries()
         assert logging.getLogger(name).level == logging.ERROR
         assert optuna.logging.get_verbosity() == optuna.logging.WARNING
         assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+        # the raylet's worker-count warning is dropped, its other messages are not
+        count = "WARNING: 8 PYTHON worker processes have been started on node: ab with address"
+        for pid, line in [("raylet", count), ("raylet", "a node died"), (42, count)]:
+            worker.print_to_stdstream({"lines": [line], "pid": pid}, ignore_prefix=False)
+        assert printed == ["a node died", count]
     finally:
         logging.getLogger(name).setLevel(level)
         optuna.logging.set_verbosity(verbosity)
