@@ -194,6 +194,9 @@ def run(
             target=TARGET,
             note=f"wall {plain['wall']:.0f} s, ideal {plain['train'] / concurrency:.0f} s; "
             "threads in one process: no start-up, but no isolation and no cluster",
+            why="its two trials are threads of one process: they share the interpreter lock and "
+            "torch's intra-op thread pool on 2 cores (not measured further); the comparison is "
+            "about start-up, which this setup does not pay",
         ),
     ]
     return rows

@@ -9,6 +9,8 @@
   Optuna as PRUNED: Optuna keeps its last intermediate value, and TPE learns from it instead of
   from a truncated "complete" value; a trial that raised is FAIL;
 * every Optuna trial carries the medsweep run id, sweep and artifacts folder as user attributes.
+
+`TuneGridSampler` is Optuna's `GridSampler` for studies Tune drives.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 
@@ -86,3 +89,12 @@ def make_scheduler(kind: str, grace_period: int, reduction_factor: float, max_ep
         grace_period=min(grace_period, max_epochs),
         reduction_factor=reduction_factor,
     )
+
+
+class TuneGridSampler(optuna.samplers.GridSampler):
+    """`GridSampler` without its end-of-grid `study.stop()`: that call only works inside
+    `study.optimize` and raises under Tune's ask-and-tell, failing the trial that completed the
+    grid. Tune ends a grid sweep itself (`num_samples` is the grid's size)."""
+
+    def after_trial(self, *args: Any, **kwargs: Any) -> None:
+        return None

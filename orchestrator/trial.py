@@ -447,19 +447,29 @@ class Trial:
         self.store.write_runs(self.info.sweep, [row])
 
 
-def drop_checkpoints(sweep_dir: Path, trial_id: str | None = None) -> int:
+def drop_checkpoints(sweep_dir: Path, trial_id: str | None = None, keep: int = 0) -> int:
     """Delete the resume checkpoints of completed runs (their best weights stay with their
-    artifacts); all completed runs of the sweep, or those of one trial. Returns how many."""
+    artifacts); all completed runs of the sweep, or those of one trial. Returns how many runs.
+
+    `keep` > 0 (checkpoint.keep_completed) keeps each run's newest `keep` checkpoints instead:
+    a run's Train controller ends with its trial, before it applies `num_to_keep` to the last
+    report, so the older ones are deleted here."""
     import shutil
 
     artifacts, train = sweep_dir / "artifacts", sweep_dir / "train"
     pattern = f"{trial_id}/**/{DONE_FILE}" if trial_id else f"**/{DONE_FILE}"
     dropped = 0
     for marker in artifacts.glob(pattern):
-        run_id = marker.parent.name
-        if (train / run_id).exists():
-            shutil.rmtree(train / run_id, ignore_errors=True)
-            dropped += 1
+        folder = train / marker.parent.name
+        if not folder.exists():
+            continue
+        if keep:  # names carry a sortable timestamp: checkpoint_YYYY-MM-DD_HH-MM-SS.ffffff
+            saved = sorted(p for p in folder.glob("checkpoint_*") if p.is_dir())
+            for old in saved[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        dropped += 1
     return dropped
 
 

@@ -157,16 +157,17 @@ class ResultsCallback(Callback):
 
     def _release(self, trial: Any) -> None:
         """Free what a finished trial holds: placement groups of runs Tune stopped, the resume
-        checkpoints of its completed runs (unless checkpoint.keep_completed), and its runs'
-        internal prediction tables (raw case tables the fold ensemble was built from; the
-        written predictions are pseudonymised)."""
+        checkpoints of its completed runs (with checkpoint.keep_completed: all but the newest
+        num_to_keep), and its runs' internal prediction tables (raw case tables the fold
+        ensemble was built from; the written predictions are pseudonymised)."""
         from orchestrator.loop import prediction_cache, release_placement_groups
         from orchestrator.trial import drop_checkpoints
 
         trial_dir = Path(self.info.sweep_dir) / "artifacts" / trial.trial_id
         release_placement_groups(trial_dir)
-        if not self.info.config.get("checkpoint", {}).get("keep_completed", False):
-            drop_checkpoints(Path(self.info.sweep_dir), trial.trial_id)
+        checkpoint = self.info.config.get("checkpoint", {})
+        keep = int(checkpoint.get("num_to_keep", 1)) if checkpoint.get("keep_completed") else 0
+        drop_checkpoints(Path(self.info.sweep_dir), trial.trial_id, keep)
         for cache in trial_dir.rglob(prediction_cache("*")):
             cache.unlink(missing_ok=True)
 

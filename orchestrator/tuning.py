@@ -42,7 +42,7 @@ def grid_size(config: Config) -> int:
 def _searcher(config: Config, info: SweepInfo) -> Any:
     import optuna
 
-    from orchestrator.search import StudySearch
+    from orchestrator.search import StudySearch, TuneGridSampler
 
     sw = config.experiment.sweep
     seed = sw.seed if sw.seed is not None else config.experiment.seed
@@ -53,7 +53,7 @@ def _searcher(config: Config, info: SweepInfo) -> Any:
         grid = {VARIANT: names} if names else space_mod.grid(sw.space)
         if names:
             space = {VARIANT: optuna.distributions.CategoricalDistribution(names)}
-        sampler = optuna.samplers.GridSampler(grid, seed=seed)
+        sampler = TuneGridSampler(grid, seed=seed)
     elif sw.sampler == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed)
     else:
@@ -173,8 +173,8 @@ def _fit(
 
         release_placement_groups(Path(info.sweep_dir) / "artifacts")
         release_left_over(groups_before)
-        if not config.experiment.checkpoint.keep_completed:
-            drop_checkpoints(Path(info.sweep_dir))
+        ck = config.experiment.checkpoint
+        drop_checkpoints(Path(info.sweep_dir), keep=ck.num_to_keep if ck.keep_completed else 0)
     if signals.received() is not None:
         raise signals.interrupted(info)
     guard.raise_if_tripped(config.source)

@@ -163,3 +163,31 @@ def test_groups_left_by_dead_controllers_are_removed_and_others_kept(ray_session
     assert table[left.id.hex()]["state"] == "REMOVED"
     assert table[kept.id.hex()]["state"] != "REMOVED"
     ray.util.remove_placement_group(kept)
+
+
+def test_a_grid_of_variants_runs_each_once_to_the_end(tmp_path: Path, ray_session: None) -> None:
+    # two variants at once: the trial that completes the grid used to fail (Optuna's GridSampler
+    # calls study.stop(), which only works inside study.optimize)
+    config = tmp_path / "grid.yaml"
+    config.write_text(
+        f"""
+name: grid
+task: toy
+train: {{epochs: 2}}
+store: {{root: {tmp_path / "store"}}}
+sweep:
+  sampler: grid
+  max_concurrent: 2
+  variants:
+    near: {{model.x: 1.0}}
+    far: {{model.x: -3.0}}
+"""
+    )
+    out = orchestrator.sweep(config, name="grid")
+    assert (out.trials, out.errors) == (2, 0)
+    runs = ResultsStore(tmp_path / "store").runs("grid")
+    assert sorted(runs["variant"]) == ["far", "near"] and set(runs["status"]) == {"completed"}
+    best = runs.sort_values("objective").iloc[0]  # val_loss: lower is better
+    assert best["variant"] == "near"  # the toy surrogate is lowest at x = 1
+    states = [t.state for t in _study(tmp_path / "store", "grid").trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2

@@ -28,7 +28,7 @@ seed: 0
 data: {{manifest: {csv}, image_size: 64, val_fraction: 0.25}}
 model: {{backbone: resnet10t}}
 train: {{epochs: 2, batch_size: 16}}
-checkpoint: {{num_to_keep: 1}}
+checkpoint: {{num_to_keep: 1, keep_completed: true}}
 store: {{root: {tmp_path / "store"}}}
 sweep:
   num_samples: 2
@@ -72,6 +72,12 @@ def test_two_trial_sweep_stores_every_row(
     metrics = store.metrics("sw")
     auc = metrics[(metrics["split"] == "val") & (metrics["name"] == "auc")]
     assert sorted(auc["epoch"].tolist()) == [1, 1, 2, 2]
+
+    # num_to_keep holds: of the two epochs' resume checkpoints one is left (keep_completed keeps
+    # them after the run; by default they are dropped)
+    for run_id in runs["run_id"]:
+        kept = [p for p in (out.path / "train" / run_id).glob("checkpoint_*") if p.is_dir()]
+        assert len(kept) == 1, kept
 
     # every part file is plain Parquet that pyarrow reads
     for part in (out.path / "runs").glob("part-*.parquet"):
