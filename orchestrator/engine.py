@@ -210,7 +210,7 @@ def execute(
     _print_warnings(preflight(config, task), quiet, "note")
     info = _sweep_info(config, command, sweep, sweep_dir, split)
     warnings = task.sweep_warnings(exp.model_dump(mode="json"))
-    if info.transductive and info.rounds:
+    if info.transductive:
         warnings.append(
             "transductive setting: pseudo-labels are drawn from the test split itself (as in "
             "seed 002), so test metrics after round 0 are not independent of training"
@@ -269,7 +269,8 @@ def _sweep_info(
         folds=exp.cv.folds if exp.cv else None,
         rounds=exp.pseudo.rounds if exp.pseudo else 0,
         split_digest=split.digest if split is not None else None,
-        transductive=bool(split is not None and split.pool_is_test),
+        # only when some trial can run a round (a variant or the search may turn rounds on)
+        transductive=bool(split is not None and split.pool_is_test and _max_rounds(config)),
         job_id=job_submission_id(),
     )
 
