@@ -168,7 +168,7 @@ def _fit(
         ):
             grid = tuner.fit()
     finally:  # trials Tune stopped (ASHA, a stopper, Ctrl-C) leave their groups behind
-        from orchestrator.loop import release_left_over, release_placement_groups
+        from orchestrator.loop import release_left_over
         from orchestrator.trial import drop_checkpoints
 
         release_placement_groups(Path(info.sweep_dir) / "artifacts")
