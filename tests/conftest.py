@@ -11,6 +11,13 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Import Ray before any test runs: importing it sets up its log handlers on the current
+    sys.stderr, and inside a test that is the test's capture buffer, closed when the test ends;
+    later Ray log lines would then print "Logging error" tracebacks into other tests' output."""
+    import ray  # noqa: F401
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep preprocessing caches and pseudonymisation keys of the tests out of ~/."""

@@ -136,7 +136,7 @@ def test_hostile_input(
     text = out + err
     assert code == case["exit"], text[-2000:]
     assert case["says"].lower() in text.lower(), text[-2000:]
-    assert "Traceback" not in text
+    assert "Traceback" not in text, text
     for secret in case.get("never") or []:
         assert secret not in text
     assert (_fingerprint(places["store"]), _fingerprint(places["data"])) == before
