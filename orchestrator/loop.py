@@ -422,6 +422,36 @@ def release_left_over(before: set[str]) -> int:
     return len(left)
 
 
+def release_orphaned_groups() -> int:
+    """Remove the placement groups of dead Train controllers; return how many.
+
+    A controller that dies because its owner died (a trial Tune stopped, a killed sweep driver)
+    leaves its worker group's placement group behind in Ray 2.60: the GCS never marks the
+    group's creator dead, so it holds its CPUs until the cluster stops, and the next trials
+    (a resumed sweep) wait for them forever. Detached groups are never touched."""
+    from ray._private import state
+    from ray._raylet import PlacementGroupID
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    dead = {
+        actor_id
+        for actor_id, actor in state.actors().items()
+        if actor["State"] == "DEAD" and actor["ActorClassName"] == "TrainController"
+    }
+    table: Any = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]  # generated
+    removed = 0
+    for blob in state.state._connect_and_get_accessor().get_placement_group_table() if dead else []:
+        group = table.FromString(blob)
+        if group.is_detached or group.state == table.REMOVED:
+            continue
+        if group.creator_actor_id.hex() in dead:
+            with contextlib.suppress(Exception):  # removed meanwhile
+                remove_placement_group(PlacementGroup(PlacementGroupID(group.placement_group_id)))
+                removed += 1
+    return removed
+
+
 def privacy_filter(spec: RunSpec, task: Any) -> Any:
     """The filter every per-case table passes before a task writes it (see `privacy`)."""
     from orchestrator.privacy import table_filter

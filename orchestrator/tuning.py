@@ -154,10 +154,16 @@ def _fit(
             ),
         )
     from orchestrator import signals
-    from orchestrator.loop import live_placement_groups, release_placement_groups
+    from orchestrator.loop import (
+        live_placement_groups,
+        release_orphaned_groups,
+        release_placement_groups,
+    )
 
-    # a driver killed before (the sweep is resumed) left its runs' groups on this cluster
+    # a driver killed before (the sweep is resumed) left its runs' groups on this cluster, and
+    # trials stopped earlier in this process may have left theirs
     release_placement_groups(Path(info.sweep_dir) / "artifacts")
+    release_orphaned_groups()
     groups_before = live_placement_groups()
     try:
         planned = _planned_trials(config, info.command)

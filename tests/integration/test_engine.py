@@ -191,3 +191,38 @@ sweep:
     assert best["variant"] == "near"  # the toy surrogate is lowest at x = 1
     states = [t.state for t in _study(tmp_path / "store", "grid").trials]
     assert states == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_groups_of_dead_train_controllers_are_removed(ray_session: None) -> None:
+    import ray
+    from ray._private import state
+    from ray.util.placement_group import placement_group
+
+    from orchestrator.loop import release_orphaned_groups
+
+    controller = ray.remote(num_cpus=0)(TrainController).remote()
+    orphan = ray.get(controller.make.remote())
+    kept = placement_group([{"CPU": 0.01}])  # the driver's own: its creator is alive
+    actor_id = controller._actor_id.hex()
+    ray.kill(controller)  # as when its trial ends: Ray keeps the group
+    deadline = time.monotonic() + 60
+    while state.actors()[actor_id]["State"] != "DEAD":  # the GCS records the death shortly
+        assert time.monotonic() < deadline, "the killed actor never showed as dead"
+        time.sleep(0.05)
+    assert ray.util.placement_group_table()[orphan]["state"] != "REMOVED"
+    assert release_orphaned_groups() >= 1
+    table = ray.util.placement_group_table()
+    assert table[orphan]["state"] == "REMOVED" and table[kept.id.hex()]["state"] != "REMOVED"
+    ray.util.remove_placement_group(kept)
+
+
+class TrainController:
+    """Named as Ray Train's controller actor (Ray records a module-level class by its name)."""
+
+    def make(self) -> str:
+        import ray
+        from ray.util.placement_group import placement_group
+
+        group = placement_group([{"CPU": 0.01}])
+        ray.get(group.ready(), timeout=60)
+        return str(group.id.hex())
