@@ -1,8 +1,7 @@
 """The `medsweep` command. A thin layer over the Python API; heavy imports stay inside commands
 so that `medsweep --help` answers quickly.
 
-The subcommands live in `orchestrator.cli_commands`, the parser in `orchestrator.cli_parser`
-(both re-exported here).
+The subcommands live in `orchestrator.cli_commands`, the parser in `orchestrator.cli_parser`.
 
 Exit codes: 0 success, 2 bad input (config, data, arguments), 1 a failure while running.
 """
@@ -16,81 +15,15 @@ from collections.abc import Sequence
 from orchestrator.cli_commands import (
     EXIT_BAD_INPUT,
     EXIT_FAIL,
-    EXIT_OK,
     _console,
-    _execute,
-    _failure_causes,
-    _load,
-    _print_json,
-    _print_summary,
     _resume_command,
-    cmd_dashboard,
-    cmd_data_synth,
     cmd_data_tool,
-    cmd_demo,
-    cmd_eval,
-    cmd_eval_detection,
     cmd_evaluator,
-    cmd_predict,
-    cmd_report,
-    cmd_results,
-    cmd_results_table,
     cmd_run,
     cmd_sweep,
-    cmd_tasks,
-    cmd_validate,
 )
-from orchestrator.cli_parser import (
-    _add_best_parser,
-    _add_config_args,
-    _add_eval_parser,
-    _add_report_parsers,
-    _add_results_parser,
-    _Parser,
-    _positive_int,
-    make_parser,
-)
+from orchestrator.cli_parser import make_parser
 from orchestrator.errors import UserError
-
-__all__ = [
-    "EXIT_BAD_INPUT",
-    "EXIT_FAIL",
-    "EXIT_OK",
-    "_Parser",
-    "_add_best_parser",
-    "_add_config_args",
-    "_add_eval_parser",
-    "_add_report_parsers",
-    "_add_results_parser",
-    "_console",
-    "_execute",
-    "_failure_causes",
-    "_family_command",
-    "_load",
-    "_positive_int",
-    "_print_json",
-    "_print_summary",
-    "_resume_command",
-    "_run",
-    "build_parser",
-    "cmd_dashboard",
-    "cmd_data_synth",
-    "cmd_data_tool",
-    "cmd_demo",
-    "cmd_eval",
-    "cmd_eval_detection",
-    "cmd_evaluator",
-    "cmd_predict",
-    "cmd_report",
-    "cmd_results",
-    "cmd_results_table",
-    "cmd_run",
-    "cmd_sweep",
-    "cmd_tasks",
-    "cmd_validate",
-    "main",
-    "make_parser",
-]
 
 
 def build_parser() -> argparse.ArgumentParser:
