@@ -11,21 +11,25 @@ Boxes are COCO ``[x, y, width, height]`` in pixels; a ground-truth box may reach
 
 from __future__ import annotations
 
-import gc
 import json
 import math
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
-from itertools import chain
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from orchestrator.errors import DataError
+from tasks.common.coco_columns import (
+    Columns,
+    Detections,
+    decode_valid,
+    gc_paused,
+    merged,
+    raw_columns,
+)
 
-__all__ = ["BOX_TOLERANCE_PX", "MAX_NOTES", "load_coco_gt", "load_detections"]
+__all__ = ["BOX_TOLERANCE_PX", "MAX_NOTES", "Detections", "load_coco_gt", "load_detections"]
 
 BOX_TOLERANCE_PX = 1.0
 MAX_NOTES = 50  # per-entry notes kept after the summary; the summary always has the full counts
@@ -79,7 +83,7 @@ def _read_json(path: Path, what: str) -> Any:
     if not path.is_file():
         raise DataError(f"{what} file does not exist", source=path)
     try:
-        with path.open(encoding="utf-8-sig") as fh, _gc_paused():
+        with path.open(encoding="utf-8-sig") as fh, gc_paused():
             return json.load(fh)
     except json.JSONDecodeError as exc:
         raise DataError(
@@ -262,7 +266,7 @@ def _check_detection(det: Any, image_ids: set[int], cat_ids: set[int]) -> dict[s
 
 def load_detections(
     path_or_list: str | Path | Sequence[Any], gt: dict[str, Any], *, skip_invalid: bool = False
-) -> tuple[list[dict[str, Any]], list[str]]:
+) -> tuple[Detections, list[str]]:
     """Read and validate detections in the COCO results format against validated ground truth.
 
     Args:
@@ -272,14 +276,20 @@ def load_detections(
         skip_invalid: drop invalid detections and describe each drop in the notes.
 
     Returns:
-        ``(detections, notes)``: fresh dicts with exactly the four keys (bbox and score as
-        floats), and notes on what was skipped.
+        ``(detections, notes)``: the valid detections as columns (:class:`Detections`, which
+        reads as a list of fresh dicts with exactly the four keys, ids as ints, bbox and score
+        as floats), and notes on what was skipped.
 
     Raises:
         DataError: naming the file and ``detections[i]`` of the first problem found.
     """
+    image_ids = {img["id"] for img in gt["images"]}
+    cat_ids = {c["id"] for c in gt["categories"]}
     if isinstance(path_or_list, (str, Path)):
         source: Path | None = Path(path_or_list)
+        fast = _read_valid(Path(path_or_list), image_ids, cat_ids)
+        if fast is not None:
+            return fast, []
         raw = _read_json(Path(path_or_list), "detections")
     else:
         source, raw = None, list(path_or_list)
@@ -288,8 +298,6 @@ def load_detections(
             "expected a JSON list of {image_id, category_id, bbox, score} (COCO results format)",
             source=source,
         )
-    image_ids = {img["id"] for img in gt["images"]}
-    cat_ids = {c["id"] for c in gt["categories"]}
     skipper = _Skipper(source, skip_invalid)
     dets = _valid_detections(raw, skipper, image_ids, cat_ids)
     return dets, skipper.report({"detections": len(raw)})
@@ -297,104 +305,40 @@ def load_detections(
 
 # ---------------------------------------------------------------- detections, vectorised
 #
-# Hundreds of thousands of detections are checked column by column with numpy. Only the entries
-# a column check flags ("suspects": an unusual type, a value out of range) go through the
-# per-entry checks above, which decide and word the verdict; so the result, the messages and
-# their order are exactly those of checking every entry one by one.
+# Hundreds of thousands of detections are checked column by column (tasks.common.coco_columns).
+# Only the entries a column check flags ("suspects": an unusual type, a value out of range) go
+# through the per-entry checks above, which decide and word the verdict; so the result, the
+# messages and their order are exactly those of checking every entry one by one. A file is first
+# decoded strictly into columns and taken as is when every entry is valid; any doubt (or an
+# invalid entry to name) sends it through the standard library's parser and the path above.
 
-_NUMBER_TYPES = frozenset({int, float})
-_KEYS = ("image_id", "category_id", "bbox", "score")
+
+def _read_valid(path: Path, image_ids: set[int], cat_ids: set[int]) -> Detections | None:
+    """The detections of `path` when every entry is valid; None for anything else."""
+    try:
+        data = path.read_bytes()
+    except OSError:  # _read_json words it
+        return None
+    with gc_paused():
+        return decode_valid(data, image_ids, cat_ids)
 
 
 def _valid_detections(
     raw: list[Any], skipper: _Skipper, image_ids: set[int], cat_ids: set[int]
-) -> list[dict[str, Any]]:
+) -> Detections:
     """``_valid_entries`` over detections, vectorised (see the comment above)."""
-    if not raw:
-        return []
+    columns: Columns | None
     try:
-        with _gc_paused():
-            fast, suspect = _columns(raw, image_ids, cat_ids)
+        with gc_paused():
+            columns, suspect = raw_columns(raw, image_ids, cat_ids)
     except (OverflowError, ValueError):  # ids or coordinates numpy cannot hold: check one by one
-        fast, suspect = [], np.ones(len(raw), dtype=bool)
-    if not suspect.any():
-        return fast
-    out: list[dict[str, Any]] = []
-    previous = 0
+        columns, suspect = None, np.ones(len(raw), dtype=bool)
+    if columns is not None and not suspect.any():
+        return Detections(*columns)
+    fixed: dict[int, dict[str, Any]] = {}
     for i in np.flatnonzero(suspect).tolist():
-        out.extend(fast[previous:i])
         try:
-            out.append(_check_detection(raw[i], image_ids, cat_ids))
+            fixed[i] = _check_detection(raw[i], image_ids, cat_ids)
         except _Invalid as exc:
             skipper.invalid("detections", _label("detections", i, raw[i]), str(exc))
-        previous = i + 1
-    out.extend(fast[previous:])
-    return out
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while millions of acyclic lists and dicts are made: each
-    collection would walk every object alive (the raw detections too), over and over."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _exact_types(values: list[Any], allowed: frozenset[type]) -> NDArray[np.bool_]:
-    """Per value: is its type exactly one of `allowed` (so ``bool`` is not an ``int``)?"""
-    if set(map(type, values)) <= allowed:
-        return np.ones(len(values), dtype=bool)
-    return np.fromiter((type(v) in allowed for v in values), dtype=bool, count=len(values))
-
-
-def _filled(values: list[Any], ok: NDArray[np.bool_], fill: Any) -> list[Any]:
-    """`values` with `fill` where not `ok` (the same list when all are)."""
-    if ok.all():
-        return values
-    return [v if o else fill for v, o in zip(values, ok.tolist(), strict=True)]
-
-
-def _ids(values: list[Any], known: set[int]) -> NDArray[np.bool_]:
-    """Suspect mask of an id column: not an int, or not a known id."""
-    ok = _exact_types(values, frozenset({int}))
-    arr = np.array(_filled(values, ok, 0), dtype=np.int64)
-    return ~ok | ~np.isin(arr, np.fromiter(known, dtype=np.int64, count=len(known)))
-
-
-def _numbers(values: list[Any]) -> NDArray[np.float64]:
-    """Floats of a number column; NaN (which every check rejects) where not int or float."""
-    return np.array(_filled(values, _exact_types(values, _NUMBER_TYPES), math.nan), np.float64)
-
-
-def _columns(
-    raw: list[Any], image_ids: set[int], cat_ids: set[int]
-) -> tuple[list[dict[str, Any]], NDArray[np.bool_]]:
-    """Normalised dicts of every entry (garbage where suspect) and the suspect mask."""
-    suspect = ~_exact_types(raw, frozenset({dict}))
-    rows = _filled(raw, ~suspect, {})
-    img, cat, box, score = ([d.get(k) for d in rows] for k in _KEYS)
-    suspect |= _ids(img, image_ids) | _ids(cat, cat_ids)
-    box_ok = _exact_types(box, frozenset({list}))
-    box_ok[box_ok] = np.fromiter(map(len, _filled(box, box_ok, ())), np.int64)[box_ok] == 4
-    boxes = _filled(box, box_ok, _PLACEHOLDER)
-    if set(map(type, chain.from_iterable(boxes))) <= _NUMBER_TYPES:  # no list materialised
-        coords = np.fromiter(chain.from_iterable(boxes), np.float64, count=4 * len(raw))
-    else:
-        coords = _numbers(list(chain.from_iterable(boxes)))
-    coords = coords.reshape(len(raw), 4)
-    scores = _numbers(score)
-    suspect |= ~box_ok | ~np.isfinite(coords).all(axis=1) | (coords[:, 2:] <= 0).any(axis=1)
-    suspect |= ~np.isfinite(scores) | (scores < 0) | (scores > 1)
-    fast = [
-        {"image_id": i, "category_id": c, "bbox": b, "score": s}
-        for i, c, b, s in zip(img, cat, coords.tolist(), scores.tolist(), strict=True)
-    ]
-    return fast, suspect
-
-
-_PLACEHOLDER = (math.nan,) * 4
+    return merged(columns, ~suspect, fixed)

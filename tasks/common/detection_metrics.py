@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Sequence
 from functools import cache
 from itertools import chain
 from operator import itemgetter
@@ -42,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from tasks.common.coco_columns import Detections, gc_paused
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -61,6 +64,7 @@ THRESHOLDS: tuple[float, ...] = tuple(round(i * 0.05, 2) for i in range(21))
 NONE = "None"
 
 Array = NDArray[Any]
+Dets = Sequence[dict[str, Any]]  # a list of COCO results, or Detections (columns)
 
 
 # ---------------------------------------------------------------- COCO (pycocotools)
@@ -69,7 +73,7 @@ BACKEND_ENV = "MEDSWEEP_COCO_BACKEND"  # auto (default) | pycocotools | faster-c
 PYCOCOTOOLS, FASTER = "pycocotools", "faster-coco-eval"
 
 
-def _coco_inputs(gt: dict[str, Any], dets: list[dict[str, Any]], coco_cls: Any) -> tuple[Any, Any]:
+def _coco_inputs(gt: dict[str, Any], dets: Dets, coco_cls: Any) -> tuple[Any, Any]:
     """COCO objects (pycocotools' or faster-coco-eval's `coco_cls`) for gt and dets, built on
     copies (both libraries mutate their input)."""
 
@@ -85,15 +89,18 @@ def _coco_inputs(gt: dict[str, Any], dets: list[dict[str, Any]], coco_cls: Any) 
     ]
     coco_gt = index({**gt, "annotations": anns})
     if dets:
-        coco_dt = coco_gt.loadRes([dict(d) for d in dets])
+        fresh = list(dets) if isinstance(dets, Detections) else [dict(d) for d in dets]
+        coco_dt = coco_gt.loadRes(fresh)
     else:  # loadRes indexes anns[0]; an empty result set is valid and scores 0 (or -1)
         coco_dt = index({"images": gt["images"], "categories": gt["categories"], "annotations": []})
     return coco_gt, coco_dt
 
 
-def _evaluate(gt: dict[str, Any], dets: list[dict[str, Any]], backend: str) -> Any:
-    """An evaluated, accumulated and summarised COCOeval of `backend`."""
-    with contextlib.redirect_stdout(io.StringIO()):  # both libraries print progress
+def _evaluate(gt: dict[str, Any], dets: Dets, backend: str) -> Any:
+    """An evaluated, accumulated and summarised COCOeval of `backend`. Without cyclic garbage
+    collections: both libraries make millions of acyclic dicts and lists (and each collection
+    would walk all of them again)."""
+    with contextlib.redirect_stdout(io.StringIO()), gc_paused():  # both print progress
         if backend == FASTER:
             from faster_coco_eval import COCO, COCOeval_faster
 
@@ -191,9 +198,7 @@ def _summarize(ev: Any, k: int, iou: float | None = None, area: str = "all") -> 
     return float(np.mean(s[s > -1])) if (s > -1).any() else -1.0
 
 
-def coco_metrics(
-    gt: dict[str, Any], dets: list[dict[str, Any]], *, backend: str | None = None
-) -> dict[str, Any]:
+def coco_metrics(gt: dict[str, Any], dets: Dets, *, backend: str | None = None) -> dict[str, Any]:
     """COCO box metrics of pycocotools' ``COCOeval`` (-1 where pycocotools reports -1).
 
     Computed by faster-coco-eval where it was checked to agree with pycocotools
@@ -201,7 +206,8 @@ def coco_metrics(
 
     Args:
         gt: COCO ground truth (e.g. from :func:`tasks.common.coco.load_coco_gt`).
-        dets: COCO results ``[{image_id, category_id, bbox, score}]``; may be empty.
+        dets: COCO results ``[{image_id, category_id, bbox, score}]`` (or the columns of
+            :func:`tasks.common.coco.load_detections`); may be empty.
         backend: ``pycocotools`` or ``faster-coco-eval``; None: `coco_backend()`.
 
     Returns:
@@ -238,7 +244,7 @@ def _index(ids: Array, table: Array, what: str) -> Array:
     return found
 
 
-def _boxes(entries: list[dict[str, Any]]) -> tuple[Array, Array, Array]:
+def _boxes(entries: Sequence[dict[str, Any]]) -> tuple[Array, Array, Array]:
     """Image ids, category ids and ``[x1, y1, x2, y2]`` boxes of COCO entries as arrays."""
     n = len(entries)
     boxes = list(map(itemgetter("bbox"), entries))
@@ -345,8 +351,18 @@ def _summary(conf: Array, names: list[str]) -> dict[str, Any]:
     return {"per_class": per_class, "macro": macro | totals, "micro": micro | totals}
 
 
+def _pred_columns(dets: Dets) -> tuple[Array, Array, Array, Array]:
+    """Image ids, category ids, ``[x1, y1, x2, y2]`` boxes and scores of the predictions."""
+    if isinstance(dets, Detections):  # already columns (no dict is read)
+        box = dets.bbox.copy()
+        box[:, 2:] += box[:, :2]
+        return dets.image_id, dets.category_id, box, dets.score
+    score = np.fromiter(map(itemgetter("score"), dets), dtype=np.float64, count=len(dets))
+    return *_boxes(dets), score
+
+
 def _lesion_inputs(
-    gt: dict[str, Any], dets: list[dict[str, Any]], iou: float
+    gt: dict[str, Any], dets: Dets, iou: float
 ) -> tuple[Array, Array, Array, tuple[Array, Array]]:
     """What every threshold needs: per GT its class index and the class and score of its
     top-scoring matching prediction (score -inf when none); and the class and score of each
@@ -354,8 +370,7 @@ def _lesion_inputs(
     cat_ids = np.fromiter(map(itemgetter("id"), gt["categories"]), dtype=np.int64)
     img_ids = np.fromiter(map(itemgetter("id"), gt["images"]), dtype=np.int64)
     g_img, g_cat, g_box = _boxes(gt["annotations"])
-    p_img, p_cat, p_box = _boxes(dets)
-    score = np.fromiter(map(itemgetter("score"), dets), dtype=np.float64, count=len(dets))
+    p_img, p_cat, p_box, score = _pred_columns(dets)
     g_img, g_cat = _index(g_img, img_ids, "image_id"), _index(g_cat, cat_ids, "category_id")
     p_img, p_cat = _index(p_img, img_ids, "image_id"), _index(p_cat, cat_ids, "category_id")
     order = np.lexsort((-score, p_img))  # by image, then falling score; stable on ties
@@ -368,7 +383,7 @@ def _lesion_inputs(
 
 def lesion_metrics(
     gt: dict[str, Any],
-    dets: list[dict[str, Any]],
+    dets: Dets,
     *,
     iou: float = 0.25,
     threshold: float | None = None,
@@ -377,7 +392,8 @@ def lesion_metrics(
 
     Args:
         gt: COCO ground truth; class order = order of ``gt["categories"]``.
-        dets: COCO results ``[{image_id, category_id, bbox, score}]``.
+        dets: COCO results ``[{image_id, category_id, bbox, score}]`` (or the columns of
+            :func:`tasks.common.coco.load_detections`).
         iou: IoU a prediction needs with a ground-truth box to match it, in (0, 1].
         threshold: fixed score threshold; None picks the grid value with the best macro F1.
 
