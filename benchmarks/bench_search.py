@@ -63,29 +63,9 @@ def _space(grid: int | None) -> dict[str, Any]:
     return {k: {"type": "choice", "values": v} for k, v in values.items()}
 
 
-def _grid_sampler_outside_optimize() -> None:
-    """Optuna's GridSampler calls `study.stop()` after the last grid point, which Optuna 5
-    refuses outside `study.optimize` (Tune drives the study), failing the sweep at its last
-    trial. Tune already stops after one trial per grid point, so the stop is dropped here until
-    the engine does the same (reported)."""
-    from optuna.samplers import GridSampler
-
-    original = GridSampler.after_trial
-    if getattr(original, "outside_optimize", False):
-        return
-
-    def after_trial(self: Any, study: Any, *args: Any, **kwargs: Any) -> None:
-        if study._thread_local.in_optimize_loop:
-            original(self, study, *args, **kwargs)
-
-    after_trial.outside_optimize = True  # type: ignore[attr-defined]
-    GridSampler.after_trial = after_trial  # type: ignore[method-assign]
-
-
 def searches(
     root: Path, grid: int, epochs: int, samples: int, concurrency: int
 ) -> dict[str, dict[str, Any]]:
-    _grid_sampler_outside_optimize()
     base = _base(root, epochs, concurrency)
     asha = {"type": "asha", "grace_period": 1, "reduction_factor": 3}
     return {

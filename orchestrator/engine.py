@@ -313,10 +313,9 @@ def fit_run(spec: RunSpec, info: SweepInfo) -> None:
     """One Ray Train run of a trial (a resumed run continues from its latest checkpoint)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig
 
     from orchestrator.loop import train_loop_per_worker
-    from orchestrator.trainer import SweepTorchTrainer
+    from orchestrator.trainer import OneNodeTorchConfig, SweepTorchTrainer
 
     res = spec.config["resources"]
     use_gpu = res["gpus_per_worker"] > 0
@@ -330,7 +329,7 @@ def fit_run(spec: RunSpec, info: SweepInfo) -> None:
         # A small dict (Train's run-state tracking records it): the spec itself, with its case
         # tables, travels through the object store.
         train_loop_config={"run_id": spec.run_id, "spec": ray.put(spec)},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=OneNodeTorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=res["workers"],
             use_gpu=use_gpu,

@@ -8,8 +8,10 @@ start-up once per stop rather than once per scenario:
 1. `kill -9` while the first epoch trains (before any report);
 2. `kill -9` the moment an epoch's rows reach the store (before or while it checkpoints);
 3. `kill -9` the moment a checkpoint appears (before the trial hears of it);
-4. SIGTERM after that, with a stale Optuna journal lock planted before the resume;
-5. the printed resume command, run by a shell, finishes the sweep.
+4. SIGTERM after that: every row written so far is in the store exactly once (raw parts);
+5. Ctrl-C (SIGINT to the driver's process group, as a terminal sends it) after another epoch,
+   with a stale Optuna journal lock planted before the resume;
+6. the printed resume command, run by a shell, finishes the sweep.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -34,13 +37,15 @@ from tests.faults._driver import (
     epochs_stored,
     medsweep,
     part_count,
+    raw_metrics,
     study,
 )
 from tests.faults.conftest import sweep_yaml
 
-EPOCHS, TRIALS = 4, 1
+EPOCHS, TRIALS = 6, 1
 pytestmark = pytest.mark.ray  # it starts Ray (in each driver it runs)
 SWEEP = "killed"
+KEYS = ["run_id", "round", "epoch", "split", "name"]
 
 
 def _resume(tmp_path: Path, log: Path) -> Driver:
@@ -81,32 +86,31 @@ def test_driver_kills_lose_and_duplicate_nothing(tmp_path: Path, tiny_csv: Path)
     third.wait_until(lambda: checkpoints(sweep_dir) > ckpts, "a new checkpoint")
     left.append(third.kill9())
 
-    # 4. SIGTERM once a later epoch is stored; the resume then meets a lock left by a dead pid
+    # 4. SIGTERM once a later epoch is stored
     fourth = _resume(tmp_path, log)
-    done = sum(len(e) for e in epochs_stored(sweep_dir).values())
-    fourth.wait_until(
-        lambda: sum(len(e) for e in epochs_stored(sweep_dir).values()) > done, "another epoch"
-    )
+    _wait_for_another_epoch(fourth, sweep_dir)
     # the dashboard URL the driver printed is where Ray serves it (401: it asks for the token)
     url = re.search(r"Ray dashboard: (http://127\.0\.0\.1:\d+)", fourth.output.split("$ ")[-1])
     assert url, fourth.output[-2000:]
     assert _http_status(url.group(1)) in (200, 401)
     fourth.note("SIGTERM")
     fourth.proc.terminate()
-    assert fourth.finish() == 128 + 15
-    interrupted = ResultsStore(tmp_path / "store").runs(SWEEP)
-    assert "interrupted" in set(interrupted["status"]), interrupted[["run_id", "status"]]
-    assert "running" not in set(interrupted["status"])
-    assert all("SIGTERM" in e for e in interrupted.query("status == 'interrupted'")["error"])
-    out = fourth.output.split("$ ")[-1]
-    assert "Tuner.restore" not in out
-    hint = re.search(r"Resume it with:\n\s*(medsweep .*)", out)
-    assert hint, out[-2000:]
+    _check_interrupted(fourth, tmp_path / "store", "SIGTERM", 128 + 15)
+    # a kill between an epoch's rows and its checkpoint makes the resume train that epoch again
+    # and write its keys again: raw parts may hold both until the sweep's closing compaction
+    assert not ResultsStore(tmp_path / "store").metrics(SWEEP).duplicated(KEYS).any()
+
+    # 5. Ctrl-C after another epoch; the resume then meets a lock left by a dead pid
+    fifth = _resume(tmp_path, log)
+    _wait_for_another_epoch(fifth, sweep_dir)
+    fifth.note("SIGINT to the process group")
+    os.killpg(fifth.proc.pid, signal.SIGINT)
+    hint = _check_interrupted(fifth, tmp_path / "store", "SIGINT", 128 + 2)
     _plant_dead_holder_lock(sweep_dir)
 
-    # 5. the printed command, as printed, finishes the sweep
+    # 6. the printed command, as printed, finishes the sweep
     final = subprocess.run(
-        hint.group(1),
+        hint,
         shell=True,
         cwd=tmp_path,
         env=cli_env(),
@@ -126,13 +130,34 @@ def test_driver_kills_lose_and_duplicate_nothing(tmp_path: Path, tiny_csv: Path)
     _check_store_and_study(tmp_path / "store")
 
 
+def _wait_for_another_epoch(driver: Driver, sweep_dir: Path) -> None:
+    done = sum(len(e) for e in epochs_stored(sweep_dir).values())
+    driver.wait_until(
+        lambda: sum(len(e) for e in epochs_stored(sweep_dir).values()) > done, "another epoch"
+    )
+
+
+def _check_interrupted(driver: Driver, root: Path, signame: str, code: int) -> str:
+    """The trials are stored as interrupted by the signal; returns the resume command printed."""
+    assert driver.finish() == code, driver.output[-3000:]
+    runs = ResultsStore(root).runs(SWEEP)
+    assert "interrupted" in set(runs["status"]), runs[["run_id", "status"]]
+    assert "running" not in set(runs["status"])
+    assert all(signame in e for e in runs.query("status == 'interrupted'")["error"])
+    out = driver.output.split("$ ")[-1]
+    assert "Tuner.restore" not in out and "Traceback" not in out, out[-3000:]
+    hint = re.search(r"Resume it with:\n\s*(medsweep .*)", out)
+    assert hint, out[-2000:]
+    return hint.group(1)
+
+
 def _check_store_and_study(root: Path) -> None:
     store = ResultsStore(root)
     runs = store.runs(SWEEP)
     assert len(runs) == TRIALS and set(runs["status"]) == {"completed"}, runs[["run_id", "status"]]
     metrics = store.metrics(SWEEP)
-    keys = ["run_id", "round", "epoch", "split", "name"]
-    assert not metrics.duplicated(keys).any()  # zero duplicates
+    assert not metrics.duplicated(KEYS).any()  # zero duplicates
+    assert not raw_metrics(root / SWEEP).duplicated(KEYS).any()  # none left in the parts either
     for run_id in runs["run_id"]:
         auc = metrics.query("run_id == @run_id and split == 'val' and name == 'auc'")
         assert sorted(auc["epoch"]) == list(range(1, EPOCHS + 1)), run_id  # zero gaps
