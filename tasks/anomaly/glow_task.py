@@ -39,6 +39,8 @@ from tasks.anomaly.config import GlowConfig
 from tasks.anomaly.glow import Glow, bits_per_dim, preprocess
 from tasks.anomaly.scores import anomaly_score, emphasis_map, overlay_png, png_bits_per_dim
 from tasks.common import splits
+from tasks.common.image_cache import cache_folder
+from tasks.common.images import BlackPolicy, report_skipped, without_black
 from tasks.common.io import atomic_write, atomic_write_csv
 from tasks.common.manifest import read_manifest, verify_images
 from tasks.common.metrics import binary_metrics
@@ -107,6 +109,7 @@ class GlowTask(SupervisedTask[GlowConfig]):
     pseudo_labelling: ClassVar[bool] = False
     case_columns: ClassVar[tuple[str, ...]] = ("case", "path", "label", "mask", "patient_id")
     tiny_synth: ClassVar[tuple[int, int]] = (48, 32)
+    skipped_black: int = 0  # black images left out (data.black_images: skip)
 
     # --- driver side -------------------------------------------------------------------------
     def check_data(self) -> None:
@@ -117,8 +120,12 @@ class GlowTask(SupervisedTask[GlowConfig]):
             self.notes.append(f"synthesised {d.synth.n} images: {written}")
             if written.resolve() != manifest.resolve():
                 raise DataError(f"synthetic data was written to {written}", source=manifest)
-        df = self.cases()
+        df = self.cases()  # skip: the black images are left out there
         verify_images(df, source=manifest)
+        if d.black_images == "skip":
+            report_skipped(self.name, self.skipped_black)
+        else:
+            self._without_black(df, "error")
         for label, why in ((0, "the flow learns normal anatomy only"), (1, "ROC-AUC needs them")):
             if not (df["label"] == label).any():
                 kind = "normal" if label == 0 else "abnormal"
@@ -138,7 +145,7 @@ class GlowTask(SupervisedTask[GlowConfig]):
             "images": len(df),
             "normal": int(counts.get(0, 0)),
             "abnormal": int(counts.get(1, 0)),
-        }
+        } | ({"black_images_skipped": self.skipped_black} if self.skipped_black else {})
 
     @classmethod
     def synthesize(cls, out: Path, n: int, size: int, seed: int) -> Path:
@@ -156,9 +163,26 @@ class GlowTask(SupervisedTask[GlowConfig]):
         }
 
     def cases(self) -> pd.DataFrame:
+        if not hasattr(self, "_table"):  # read (and with skip, judged) once
+            d = self.config.data
+            root = Path(d.image_root) if d.image_root else None
+            frame = _with_case(read_manifest(Path(d.manifest), image_root=root))
+            if d.black_images == "skip":  # driver and workers leave out the same rows
+                frame, self.skipped_black = self._without_black(frame, "skip")
+            self._table = frame
+        return self._table.copy()
+
+    def _without_black(self, frame: pd.DataFrame, policy: BlackPolicy) -> tuple[pd.DataFrame, int]:
         d = self.config.data
-        root = Path(d.image_root) if d.image_root else None
-        return _with_case(read_manifest(Path(d.manifest), image_root=root))
+        return without_black(
+            frame,
+            policy,
+            threshold=d.black_threshold,
+            cache_dir=cache_folder("glow") / "black",
+            source=d.manifest,
+            what=f"data.black_threshold ({d.black_threshold})",
+            stretch=True,  # `load_gray` min-max scales 16-bit images
+        )
 
     def read_cases(self, manifest: Path) -> pd.DataFrame:
         return _with_case(read_manifest(manifest, require_labels=False))

@@ -8,6 +8,7 @@ stratified by), ``anns`` (its annotations) and ``_file`` (which COCO file it cam
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,20 @@ def _rows(
             row["patient_id"] = str(img["patient_id"])
         rows.append(row)
     return rows
+
+
+def entry_labels(coco_path: str | Path, frame: pd.DataFrame) -> list[tuple[str, str | None]]:
+    """Rows named by their COCO entry, ``images[i] (id N): file_name`` (i counts every entry of
+    the file, those dropped as invalid too), for messages about single images."""
+    with open(coco_path, encoding="utf-8-sig") as fh:
+        raw = json.load(fh)["images"]
+    at = {
+        img["id"]: i
+        for i, img in enumerate(raw)
+        if isinstance(img, dict) and isinstance(img.get("id"), int)
+    }
+    out: list[tuple[str, str | None]] = []
+    for image_id, name in zip(frame["image_id"], frame["file_name"], strict=True):
+        where = f"images[{at[int(image_id)]}] (id {int(image_id)})"
+        out.append((f"{where}: {name}", where))
+    return out

@@ -23,6 +23,8 @@ from orchestrator.errors import DataError
 from tasks.base import Hook
 from tasks.common.coco import load_coco_gt
 from tasks.common.detection_metrics import coco_metrics, lesion_confusion_figure, lesion_metrics
+from tasks.common.image_cache import cache_folder
+from tasks.common.images import BlackPolicy, report_skipped, without_black
 from tasks.common.io import atomic_save_figure, atomic_write_json
 from tasks.common.schedules import UnfreezeSchedule
 from tasks.common.template import SupervisedTask
@@ -37,7 +39,7 @@ from tasks.detection.data import (
     photometric,
 )
 from tasks.detection.ensemble import fuse_detections
-from tasks.detection.frames import CocoIndex
+from tasks.detection.frames import CocoIndex, entry_labels
 
 COCO_KEYS = ("mAP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -59,6 +61,7 @@ class DetectionTask(SupervisedTask[DetectionConfig]):
         "label",
         "patient_id",
     )
+    skipped_black: int = 0  # black images left out (data.black_images: skip)
 
     # --- driver side -------------------------------------------------------------------------
     def check_data(self) -> None:
@@ -81,6 +84,11 @@ class DetectionTask(SupervisedTask[DetectionConfig]):
             raise DataError("weights file not found", source=weights, where="field model.weights")
         for split in (cfg.data.train, cfg.data.val):
             self._load(split, check_files=True)
+        index = self.index()  # skip: the black images are left out there
+        if cfg.data.black_images == "skip":
+            report_skipped(self.name, self.skipped_black)
+        else:
+            self._without_black(index.frame, "error")
 
     def data_root(self) -> Path:
         d = self.config.data
@@ -96,7 +104,7 @@ class DetectionTask(SupervisedTask[DetectionConfig]):
             "images without lesions": int((cases["anns"].map(len) == 0).sum()),
             "lesions": {str(k): int(v) for k, v in per_class.value_counts().items()},
             "patients": int(cases["patient_id"].nunique()) if "patient_id" in cases else "n/a",
-        }
+        } | ({"black_images_skipped": self.skipped_black} if self.skipped_black else {})
 
     @classmethod
     def synthesize(cls, out: Path, n: int, size: int, seed: int) -> Path:
@@ -128,10 +136,33 @@ class DetectionTask(SupervisedTask[DetectionConfig]):
         if not hasattr(self, "_index"):
             d = self.config.data
             files = {"train": (d.train, self._load(d.train)), "val": (d.val, self._load(d.val))}
-            self._index = CocoIndex(
-                files, d.image_root, one_class=self.config.model.classes == "one"
-            )
+            index = CocoIndex(files, d.image_root, one_class=self.config.model.classes == "one")
+            if d.black_images == "skip":  # driver and workers leave out the same images
+                index.frame, self.skipped_black = self._without_black(index.frame, "skip")
+            self._index = index
         return self._index
+
+    def _without_black(self, frame: pd.DataFrame, policy: BlackPolicy) -> tuple[pd.DataFrame, int]:
+        """The case rows without black images, judged per COCO file (an error names the file and
+        its ``images[i]``); the ultrasound fan's black surround is not what makes one black."""
+        d = self.config.data
+        if frame.empty:
+            return frame, 0
+        parts, skipped = [], 0
+        for key, path in (("train", d.train), ("val", d.val)):
+            part, n = without_black(
+                frame[frame["_file"] == key],
+                policy,
+                column="case",
+                threshold=d.black_threshold,
+                cache_dir=cache_folder("detection") / "black",
+                source=path,
+                what=f"data.black_threshold ({d.black_threshold})",
+                labels=partial(entry_labels, path),
+            )
+            parts.append(part)
+            skipped += n
+        return pd.concat(parts, ignore_index=True), skipped
 
     tiny_synth: ClassVar[tuple[int, int]] = (64, 64)
 

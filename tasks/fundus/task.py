@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from orchestrator.errors import DataError
 from tasks.base import RunContext
 from tasks.common import splits
+from tasks.common.images import BlackPolicy, black_rows, report_skipped, without_black
 from tasks.common.manifest import read_manifest
 from tasks.common.metrics import classification_scores
 from tasks.common.template import SupervisedTask
@@ -68,31 +69,35 @@ class FundusTask(SupervisedTask[FundusConfig]):
             )
 
     def _black(self, df: pd.DataFrame) -> list[int]:
-        from tasks.common.images import black_rows
-        from tasks.fundus.data import cache_root
-
         d = self.config.data
         paths = df["path"].astype(str).tolist()
-        return black_rows(paths, threshold=d.border_threshold, cache_dir=cache_root(d) / "black")
+        return black_rows(paths, threshold=d.border_threshold, cache_dir=self._black_cache())
+
+    def _black_cache(self) -> Path:
+        from tasks.fundus.data import cache_root
+
+        return cache_root(self.config.data) / "black"
+
+    def _without_black(
+        self, df: pd.DataFrame, policy: BlackPolicy, source: str | Path
+    ) -> tuple[pd.DataFrame, int]:
+        threshold, cache = self.config.data.border_threshold, self._black_cache()
+        return without_black(df, policy, threshold=threshold, cache_dir=cache, source=source)
 
     def _check_black(self, df: pd.DataFrame) -> None:
         """`data.black_images: error` names the black images (skip: `_read` left them out)."""
-        from tasks.common.images import black_image_error
-
         if self.config.data.black_images == "skip":
-            if self.skipped_black:
-                print(f"fundus: left out {self.skipped_black} black image(s)", file=sys.stderr)
+            report_skipped(self.name, self.skipped_black)
             return
-        rows = self._black(df)
-        if not rows:
-            return
+        source: str | Path = self._input()
         if "source" in df.columns:  # name the first black image's own manifest
+            rows = self._black(df)
+            if not rows:
+                return
             manifests = {s.name: s.manifest for s in fundus_cases.source_list(self.config.data)}
             name = str(df["source"].iloc[rows[0]])
-            part = df[df["source"] == name].reset_index(drop=True)
-            mine = self._black(part)
-            raise black_image_error(part, mine, manifests[name])
-        raise black_image_error(df, rows, self._input())
+            df, source = df[df["source"] == name].reset_index(drop=True), manifests[name]
+        self._without_black(df, "error", source)
 
     def _input(self) -> str:
         d = self.config.data
@@ -179,9 +184,7 @@ class FundusTask(SupervisedTask[FundusConfig]):
         if self._table is None:
             frame, dups = fundus_cases.read_table(self.config.data)
             if self.config.data.black_images == "skip":  # driver and workers drop the same rows
-                black = self._black(frame)
-                self.skipped_black = len(black)
-                frame = frame.drop(index=frame.index[black]).reset_index(drop=True)
+                frame, self.skipped_black = self._without_black(frame, "skip", self._input())
             self._table = (frame, dups)
         return self._table[0].copy(), self._table[1]
 

@@ -24,6 +24,19 @@ class SimSiamData(StrictModel):
     cache: bool = Field(
         True, description="Decode every image once (short side resized to image_size)."
     )
+    black_images: Literal["error", "skip"] = Field(
+        "error",
+        description="Images with (almost) nothing brighter than `black_threshold` (a black "
+        "border or fan surround is fine): error (exit 2 naming them) or skip (leave them out "
+        "and count them).",
+    )
+    black_threshold: int = Field(
+        10,
+        ge=0,
+        le=255,
+        description="Pixel level (0-255) that counts as content: an image with content in less "
+        "than 1% of its area after a 5x5 median filter is black.",
+    )
     synth: LiverSynthSpec | None = Field(
         None,
         description="Demo data: when `images` is missing, write the synthetic liver-ultrasound "

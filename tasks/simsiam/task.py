@@ -23,6 +23,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from orchestrator.errors import DataError
+from tasks.common.image_cache import cache_folder
+from tasks.common.images import BlackPolicy, line_labels, report_skipped, without_black
 from tasks.common.io import atomic_torch_save
 from tasks.common.manifest import verify_images
 from tasks.common.template import SupervisedTask
@@ -40,6 +42,7 @@ class SimSiamTask(SupervisedTask[SimSiamConfig]):
     default_metric: ClassVar[str] = "val_loss"
     default_mode = "min"
     case_columns: ClassVar[tuple[str, ...]] = ("case",)
+    skipped_black: int = 0  # black images left out (data.black_images: skip)
 
     # --- driver side -------------------------------------------------------------------------
     @classmethod
@@ -72,7 +75,7 @@ class SimSiamTask(SupervisedTask[SimSiamConfig]):
         self._synthesize_missing()
         if not timm.is_model(cfg.model.backbone):
             raise DataError(f"unknown timm backbone {cfg.model.backbone!r}", where="model.backbone")
-        paths = list_images(cfg.data)
+        paths = self._images()  # skip: the black images are left out there
         missing = [p for p in paths if not Path(p).is_file()]
         if missing:
             raise DataError(
@@ -80,19 +83,51 @@ class SimSiamTask(SupervisedTask[SimSiamConfig]):
             )
         train, _ = split_paths(paths, cfg.data)
         if len(train) < 2:
+            black = f" (after leaving out {self.skipped_black} black)" if self.skipped_black else ""
             raise DataError(
-                f"found {len(paths)} image(s); SimSiam needs at least 2 for training plus a "
-                f"validation share of {cfg.data.val_fraction}",
+                f"found {len(paths)} image(s){black}; SimSiam needs at least 2 for training plus "
+                f"a validation share of {cfg.data.val_fraction}",
                 source=cfg.data.images,
             )
         verify_images(pd.DataFrame({"path": paths}), source=cfg.data.images)
+        if cfg.data.black_images == "skip":
+            report_skipped(self.name, self.skipped_black)
+        else:
+            self._without_black(paths, "error")
+
+    def _images(self) -> list[str]:
+        """The image paths, listed (and with skip, judged) once; driver and workers agree."""
+        if not hasattr(self, "_image_list"):
+            d = self.config.data
+            paths = list_images(d)
+            if d.black_images == "skip":
+                paths, self.skipped_black = self._without_black(paths, "skip")
+            self._image_list = paths
+        return list(self._image_list)
+
+    def _without_black(self, paths: list[str], policy: BlackPolicy) -> tuple[list[str], int]:
+        d = self.config.data
+        json_list = Path(d.images).suffix.lower() == ".json"
+        kept, n = without_black(
+            pd.DataFrame({"path": paths}),
+            policy,
+            threshold=d.black_threshold,
+            cache_dir=cache_folder("simsiam") / "black",
+            source=d.images,
+            what=f"data.black_threshold ({d.black_threshold})",
+            labels=_entry_labels if json_list else line_labels,
+        )
+        return kept["path"].tolist(), n
 
     def data_root(self) -> Path:
         src = Path(self.config.data.images).expanduser()
         return (src if src.is_dir() else src.parent).resolve()
 
     def data_summary(self) -> dict[str, Any]:
-        return {"images": len(list_images(self.config.data)), "labels": "none (self-supervised)"}
+        out: dict[str, Any] = {"images": len(self._images()), "labels": "none (self-supervised)"}
+        if self.skipped_black:
+            out["black_images_skipped"] = self.skipped_black
+        return out
 
     @classmethod
     def tiny_config(cls, data: Path) -> dict[str, Any]:
@@ -120,7 +155,7 @@ class SimSiamTask(SupervisedTask[SimSiamConfig]):
 
     # --- worker side -------------------------------------------------------------------------
     def default_frames(self) -> dict[str, pd.DataFrame]:
-        train, val = split_paths(list_images(self.config.data), self.config.data)
+        train, val = split_paths(self._images(), self.config.data)
         return {"train": pd.DataFrame({"case": train}), "val": pd.DataFrame({"case": val})}
 
     def dataset(self, frame: pd.DataFrame, train: bool) -> Dataset[Any]:
@@ -164,3 +199,8 @@ class SimSiamTask(SupervisedTask[SimSiamConfig]):
         assert isinstance(self.bare, SimSiam)
         state = {k: v.detach().cpu() for k, v in self.bare.encoder.state_dict().items()}
         return [atomic_torch_save(state, directory / ARTIFACT)]
+
+
+def _entry_labels(frame: pd.DataFrame) -> list[tuple[str, str | None]]:
+    """Images of a COCO list named by entry: `list_images` keeps every one, in file order."""
+    return [(f"images[{i}]: {p}", f"images[{i}]") for i, p in enumerate(frame["path"])]
