@@ -9,6 +9,7 @@ final metrics, objective, and the stored cause of a failure.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ from orchestrator.errors import UserError
 from orchestrator.live import LiveCallback
 from orchestrator.plan import SweepInfo
 from orchestrator.results import ResultsStore
+
+logger = logging.getLogger(__name__)
 
 SKIP_KEYS = frozenset({"checkpoint_path", "epoch", "step", "round", "done", "finished", "diverged"})
 
@@ -69,8 +72,12 @@ def _is_metric(key: str, value: Any) -> bool:
 
 
 class ResultsCallback(Callback):
-    """Writes each trial's runs row on start, completion and error. Picklable (Tune saves it with
-    the experiment), so a resumed sweep keeps start times and best epochs."""
+    """Writes each trial's runs row on start, completion and error, and keeps the store's tables
+    compacted while the sweep runs. Picklable (Tune saves it with the experiment), so a resumed
+    sweep keeps start times and best epochs."""
+
+    # a compaction that failed once is not retried (a class default: old pickles lack the field)
+    compact_failed: bool = False
 
     def __init__(self, info: SweepInfo, guard: MetricGuard) -> None:
         self.info, self.guard = info, guard
@@ -154,6 +161,21 @@ class ResultsCallback(Callback):
         self.guard.check(result)
         if result.get("best_epoch") == result.get("epoch") and not result.get("diverged"):
             self.best[trial.trial_id] = {k: v for k, v in result.items() if _is_metric(k, v)}
+        self._compact()  # the runs' workers have written this epoch's metric parts
+
+    def _compact(self) -> None:
+        """Merge a table's parts once it holds `LIVE_PARTS` (two runs parts per trial, metric
+        parts per epoch and fold): reads during the sweep stay fast. Counting the parts is a
+        directory listing; the merge itself runs every few hundred parts. A failure (disk full,
+        a corrupt part that reads report anyway) never stops the sweep; the end-of-sweep
+        compaction reports it."""
+        if self.compact_failed:
+            return
+        try:
+            self.store.compact_live(self.info.sweep)
+        except (OSError, UserError) as exc:
+            self.compact_failed = True
+            logger.warning("results store: live compaction stopped for this sweep: %s", exc)
 
     def _release(self, trial: Any) -> None:
         """Free what a finished trial holds: placement groups of runs Tune stopped, the resume
@@ -186,11 +208,13 @@ class ResultsCallback(Callback):
         else:
             status = "pruned"
         self.store.write_runs(self.info.sweep, [self._row(trial, status, **cause)])
+        self._compact()
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._release(trial)
         cause = self._cause(trial) or _tune_cause(trial)
         self.store.write_runs(self.info.sweep, [self._row(trial, "error", **cause)])
+        self._compact()
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         """After SIGINT/SIGTERM (`orchestrator.signals`): every run still stored as running, a

@@ -11,7 +11,8 @@ import json
 import math
 import numbers
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from pathlib import PurePath
 from typing import Any, Literal
 
@@ -127,6 +128,9 @@ _METRIC_DEFAULTS: dict[str, Any] = {
     "fold": None,
     "round": None,
 }
+_METRIC_NAMES = frozenset(METRICS_COLUMNS)
+_METRIC_REQUIRED = _METRIC_NAMES - {*_METRIC_DEFAULTS, "wall_time", "sweep"}
+_NON_EMPTY = ("sweep", "run_id", "name")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "status": STATUSES,
     "command": COMMANDS,
@@ -246,6 +250,58 @@ def coerce_metrics_row(row: Mapping[str, Any], now: float) -> dict[str, Any]:
     return _coerce({**_METRIC_DEFAULTS, "wall_time": now, **row}, METRICS_COLUMNS)
 
 
+def metrics_columns(
+    rows: Sequence[Mapping[str, Any]], sweep: str, now: float
+) -> dict[str, list[Any]] | None:
+    """`coerce_metrics_row` of a whole batch, checked column by column; None where any row needs
+    the per-row check.
+
+    Only batches whose column checks prove that every row coerces to exactly what the per-row
+    check returns pass: plain dicts with the same keys, values of exactly the types the row check
+    keeps as they are. Anything else (an error, a numpy scalar, a bool, an integral float) goes
+    through the per-row check, which also words errors with the row index.
+    """
+    if not rows or set(map(type, rows)) != {dict}:
+        return None
+    names = tuple(rows[0])
+    if set(map(len, rows)) != {len(names)} or not _METRIC_REQUIRED <= set(names) <= _METRIC_NAMES:
+        return None
+    try:  # same length and every name present: every row has exactly these keys
+        given = dict(zip(names, zip(*map(itemgetter(*names), rows), strict=True), strict=True))
+    except KeyError:
+        return None
+    fill = {**_METRIC_DEFAULTS, "wall_time": now, "sweep": sweep}
+    out: dict[str, list[Any]] = {}
+    for name, kind in METRICS_COLUMNS.items():
+        values = list(given[name]) if name in given else [fill[name]] * len(rows)
+        checked = _column(name, kind, values)
+        if checked is None:
+            return None
+        out[name] = checked
+    return out if set(out["sweep"]) == {sweep} else None
+
+
+def _column(name: str, kind: ColumnType, values: list[Any]) -> list[Any] | None:
+    """`values` as `_coerce_value` returns them, when that is certain from their types alone."""
+    types = set(map(type, values))
+    if kind == "float":
+        if not types <= {float, int}:
+            return None
+        try:
+            return values if types == {float} else [float(v) for v in values]
+        except OverflowError:
+            return None
+    if kind == "int":
+        return values if types <= {int, type(None)} else None
+    if name in _NON_EMPTY and (types != {str} or "" in values):
+        return None
+    if not types <= {str, type(None)}:
+        return None
+    text = values if types == {str} else ["" if v is None else v for v in values]
+    choices = _CHOICES.get(name)
+    return None if choices is not None and not set(text) <= set(choices) else text
+
+
 def _coerce(row: dict[str, Any], columns: Mapping[str, ColumnType]) -> dict[str, Any]:
     unknown = sorted(set(row) - set(columns))
     if unknown:
@@ -267,7 +323,7 @@ def _coerce_value(name: str, kind: ColumnType, value: Any) -> Any:
 
 
 def _as_str(name: str, value: Any) -> str:
-    if name in ("sweep", "run_id", "name") and (not isinstance(value, str) or not value):
+    if name in _NON_EMPTY and (not isinstance(value, str) or not value):
         raise RowError(f"field {name!r} must be a non-empty string, got {value!r}")
     text = "" if value is None else value if isinstance(value, str) else str(value)
     if name in _CHOICES and text not in _CHOICES[name]:

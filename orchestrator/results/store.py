@@ -8,14 +8,17 @@ Layout under the store root::
     <root>/<sweep>/artifacts/<run_id>/...            files written by tasks, referenced by run_id
 
 Writers only ever add parts; readers deduplicate, so a run is simply written again when its status
-changes, and a compaction that crashed half-way leaves nothing worse than duplicates.
+changes, and a compaction that crashed half-way leaves nothing worse than duplicates. The sweep
+driver merges a table's small parts every few hundred parts (`compact_live`) and the engine merges
+each table into one part when the sweep ends (`compact`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,12 +37,16 @@ from orchestrator.results.schema import (
     RowError,
     coerce_metrics_row,
     coerce_runs_row,
+    metrics_columns,
     plain,
 )
 
 DEFAULT_ROOT = Path("medsweep_results")
 SWEEP_FILE = "sweep.json"
 _READ_ATTEMPTS = 3
+# Parts per table a live sweep's compaction keeps below: reading one small part costs about
+# half a millisecond, so a leaderboard read stays well under a second.
+LIVE_PARTS = 200
 
 
 def check_name(what: str, name: str) -> str:
@@ -140,20 +147,14 @@ class ResultsStore:
         return self._write(sweep, "metrics", rows)
 
     def _write(self, sweep: str, table: str, rows: Iterable[Mapping[str, Any]]) -> Path:
-        coerce = coerce_runs_row if table == "runs" else coerce_metrics_row
+        batch = list(rows)
         now = time.time()
-        checked = []
-        for index, row in enumerate(rows):
-            try:
-                record = coerce({"sweep": sweep, **row}, now)
-            except RowError as exc:
-                raise RowError(f"{table} row {index}: {exc}") from exc
-            if record["sweep"] != sweep:
-                raise RowError(f"{table} row {index}: sweep {record['sweep']!r} != {sweep!r}")
-            checked.append(record)
-        if not checked:
-            raise RowError(f"no {table} rows to write for sweep {sweep!r}")
-        frame = pio.records_frame(checked, TABLES[table])
+        # metrics come in batches (an epoch, a history): checked column-wise; a batch that
+        # needs more (an error to word) and every runs batch (one row) are checked row by row
+        columns = metrics_columns(batch, sweep, now) if table == "metrics" else None
+        if columns is None:
+            columns = _checked_columns(sweep, table, batch, now)
+        frame = pio.columns_frame(columns, TABLES[table])
         return pio.write_part(frame, self.table_dir(sweep, table), table)
 
     # ----- reads --------------------------------------------------------------------------
@@ -204,16 +205,49 @@ class ResultsStore:
         that reads remove; parts written meanwhile are not touched.
         """
         self.require_sweep(sweep)
-        return {table: self._compact_table(sweep, table) for table in TABLES}
+        return {table: self._compact_table(sweep, table, list) for table in TABLES}
 
-    def _compact_table(self, sweep: str, table: str) -> dict[str, Any]:
+    def compact_live(self, sweep: str, max_parts: int | None = None) -> dict[str, Any]:
+        """Merge the small parts of each table holding `max_parts` (default `LIVE_PARTS`) parts or
+        more; the reports of the tables merged. The sweep driver runs it as trials report and
+        end, so reads during a sweep open a few hundred parts at most, not two per trial plus
+        one per epoch and fold.
+
+        Safe beside writers and other compactions as `compact` is. Each merge takes the smallest
+        parts (`parquet_io.plan_merge`), so a row is rewritten a logarithmic number of times in
+        all and a merge costs about what was written since the last one.
+        """
+        max_parts = max_parts or LIVE_PARTS
+        reports = {}
+        for table in TABLES:
+            if pio.count_parts(self.table_dir(sweep, table)) >= max_parts:
+                choose = functools.partial(pio.plan_merge, max_parts=max_parts)
+                reports[table] = self._compact_table(sweep, table, choose)
+        return {table: report for table, report in reports.items() if "rows_after" in report}
+
+    def _compact_table(
+        self, sweep: str, table: str, choose: Callable[[list[Path]], list[Path]]
+    ) -> dict[str, Any]:
+        """Merge the parts `choose` picks from the table's parts (in write order)."""
         folder = self.table_dir(sweep, table)
-        parts = pio.list_parts(folder)
-        if len(parts) < 2:
-            return {"parts_before": len(parts), "part": str(parts[0]) if parts else None}
+        for attempt in range(_READ_ATTEMPTS):
+            parts = choose(pio.list_parts(folder))
+            if len(parts) < 2:
+                return {"parts_before": len(parts), "part": str(parts[0]) if parts else None}
+            try:
+                return self._merge(folder, table, parts)
+            except FileNotFoundError:
+                # another compaction merged some of them meanwhile: choose again
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _merge(folder: Path, table: str, parts: list[Path]) -> dict[str, Any]:
         raw = pio.read_parts(parts, pio.arrow_schema(TABLES[table]))
         merged = dedup(table, pio.to_pandas(raw))
-        path = pio.write_part(pio.typed_frame(merged, TABLES[table]), folder, table)
+        frame = pio.typed_frame(merged, TABLES[table])
+        path = pio.write_part(frame, folder, table, name=pio.merged_name(parts))
         for old in parts:
             old.unlink(missing_ok=True)
         return {
@@ -271,6 +305,25 @@ class ResultsStore:
             f"{text!r} matches {len(names)} runs: {shown}; give more characters or sweep/run_id",
             source=self.root,
         )
+
+
+def _checked_columns(
+    sweep: str, table: str, rows: list[Mapping[str, Any]], now: float
+) -> dict[str, list[Any]]:
+    """The row-by-row check: coerced columns, or a RowError naming the first bad row."""
+    coerce = coerce_runs_row if table == "runs" else coerce_metrics_row
+    checked = []
+    for index, row in enumerate(rows):
+        try:
+            record = coerce({"sweep": sweep, **row}, now)
+        except RowError as exc:
+            raise RowError(f"{table} row {index}: {exc}") from exc
+        if record["sweep"] != sweep:
+            raise RowError(f"{table} row {index}: sweep {record['sweep']!r} != {sweep!r}")
+        checked.append(record)
+    if not checked:
+        raise RowError(f"no {table} rows to write for sweep {sweep!r}")
+    return {name: [r[name] for r in checked] for name in TABLES[table]}
 
 
 def dedup(table: str, frame: pd.DataFrame) -> pd.DataFrame:
