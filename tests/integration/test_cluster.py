@@ -44,10 +44,19 @@ pytestmark = [
 ]
 
 
+_GIVEN: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port not handed out before in this session: the OS may offer a port again once
+    its socket is closed, and `ray start` refuses two components on one port."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float, poll: float = 0.5) -> None:
