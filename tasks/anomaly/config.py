@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from tasks.base import StrictModel, TaskConfig, TrainConfig
+from tasks.common.black_fields import black_images_field, black_threshold_field
 from tasks.common.froc import DEFAULT_FPS
 
 
@@ -37,19 +38,10 @@ class GlowData(StrictModel):
         0.3, gt=0, lt=1, description="Validation hold-out share (without a `cv` section)."
     )
     split_seed: int = Field(0, description="Fixed across trials so every trial sees one split.")
-    black_images: Literal["error", "skip"] = Field(
-        "error",
-        description="Images with (almost) nothing brighter than `black_threshold` (16-bit ones "
-        "judged min-max scaled, as the flow sees them): error (exit 2 naming their lines) or "
-        "skip (leave them out and count them).",
+    black_images: Literal["error", "skip"] = black_images_field(
+        "16-bit ones judged min-max scaled, as the flow sees them", "their lines"
     )
-    black_threshold: int = Field(
-        10,
-        ge=0,
-        le=255,
-        description="Pixel level (0-255) that counts as content: an image with content in less "
-        "than 1% of its area after a 5x5 median filter is black.",
-    )
+    black_threshold: int = black_threshold_field()
 
 
 class GlowModel(StrictModel):

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tasks.base import ArtifactRef, StrictModel, TaskConfig, TrainConfig
+from tasks.common.black_fields import black_images_field, black_threshold_field
 from tasks.common.schedules import UnfreezeConfig
 
 
@@ -25,19 +26,10 @@ class DetectionData(StrictModel):
     image_size: int = Field(512, ge=32, le=2048, description="Square network input size.")
     skip_invalid: bool = Field(False, description="Drop invalid annotations (counted) not fail.")
     cache: bool = Field(True, description="Decode all images once into memory.")
-    black_images: Literal["error", "skip"] = Field(
-        "error",
-        description="Images with (almost) nothing brighter than `black_threshold` (the black "
-        "surround of the ultrasound fan is fine): error (exit 2 naming their COCO entries) or "
-        "skip (leave them out and count them).",
+    black_images: Literal["error", "skip"] = black_images_field(
+        "the black surround of the ultrasound fan is fine", "their COCO entries"
     )
-    black_threshold: int = Field(
-        10,
-        ge=0,
-        le=255,
-        description="Pixel level (0-255) that counts as content: an image with content in less "
-        "than 1% of its area after a 5x5 median filter is black.",
-    )
+    black_threshold: int = black_threshold_field()
     synth: LiverSynthSpec | None = None
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tasks.base import StrictModel, TaskConfig, TrainConfig
+from tasks.common.black_fields import black_images_field, black_threshold_field
 from tasks.detection.config import LiverSynthSpec
 
 
@@ -24,19 +25,10 @@ class SimSiamData(StrictModel):
     cache: bool = Field(
         True, description="Decode every image once (short side resized to image_size)."
     )
-    black_images: Literal["error", "skip"] = Field(
-        "error",
-        description="Images with (almost) nothing brighter than `black_threshold` (a black "
-        "border or fan surround is fine): error (exit 2 naming them) or skip (leave them out "
-        "and count them).",
+    black_images: Literal["error", "skip"] = black_images_field(
+        "a black border or fan surround is fine", "them"
     )
-    black_threshold: int = Field(
-        10,
-        ge=0,
-        le=255,
-        description="Pixel level (0-255) that counts as content: an image with content in less "
-        "than 1% of its area after a 5x5 median filter is black.",
-    )
+    black_threshold: int = black_threshold_field()
     synth: LiverSynthSpec | None = Field(
         None,
         description="Demo data: when `images` is missing, write the synthetic liver-ultrasound "

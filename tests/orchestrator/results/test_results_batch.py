@@ -22,25 +22,14 @@ from orchestrator.results.schema import (
     metrics_columns,
     metrics_rows,
 )
-from orchestrator.results.store import ResultsStore
+from orchestrator.results.store import ResultsStore, _checked_columns
 
 NOW = 1234.5
 
 
 def per_row(rows: list[Mapping[str, Any]], sweep: str = "s1") -> dict[str, list[Any]]:
-    """What the store did before batches were checked column-wise (the reference)."""
-    checked = []
-    for index, row in enumerate(rows):
-        try:
-            record = coerce_metrics_row({"sweep": sweep, **row}, NOW)
-        except RowError as exc:
-            raise RowError(f"metrics row {index}: {exc}") from exc
-        if record["sweep"] != sweep:
-            raise RowError(f"metrics row {index}: sweep {record['sweep']!r} != {sweep!r}")
-        checked.append(record)
-    if not checked:
-        raise RowError(f"no metrics rows to write for sweep {sweep!r}")
-    return {name: [r[name] for r in checked] for name in METRICS_COLUMNS}
+    """The row-by-row check (the reference the column-wise check must equal)."""
+    return _checked_columns(sweep, "metrics", rows, NOW)
 
 
 def frame(columns: Mapping[str, list[Any]]) -> pd.DataFrame:
