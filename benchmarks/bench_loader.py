@@ -23,7 +23,8 @@ from benchmarks.common import row, usable_cores
 
 IMAGES, SIZE, INPUT, BATCH, EPOCHS = 512, 128, 96, 32, 5
 SCALE_PX = 384  # images of the worker-scaling figures
-PASSES = 4  # epochs per timed turn of the loader-vs-bare figures (an epoch is a fraction of a s)
+PASSES = 4  # epochs per timed turn of the loader-vs-bare figures, at least ...
+TURN_S = 1.0  # ... and at least this long (a cached epoch takes tens of ms: timer and GC noise)
 TARGET_RATIO = 0.95
 
 
@@ -55,18 +56,24 @@ def _rate(epoch: Callable[[], int], epochs: int) -> list[float]:
 
 
 def _paired(
-    a: Callable[[], int], b: Callable[[], int], epochs: int, passes: int = PASSES
+    a: Callable[[], int],
+    b: Callable[[], int],
+    epochs: int,
+    passes: int = PASSES,
+    turn_s: float = TURN_S,
 ) -> list[tuple[float, float]]:
-    """Images/s of `a` and `b` in alternating turns of `passes` epochs each (a shared machine's
-    load drifts; a pair sees the same load), after one warm-up epoch of each."""
+    """Images/s of `a` and `b` in alternating turns of at least `passes` epochs and `turn_s` each
+    (a shared machine's load drifts; a pair sees the same load), after one warm-up epoch of
+    each."""
     a(), b()
     pairs = []
     for i in range(epochs - 1):
         first, second = (a, b) if i % 2 == 0 else (b, a)
         got = {}
         for fn in (first, second):
-            start = time.perf_counter()
-            n = sum(fn() for _ in range(passes))
+            start, n, turns = time.perf_counter(), 0, 0
+            while turns < passes or time.perf_counter() - start < turn_s:
+                n, turns = n + fn(), turns + 1
             got[fn] = n / (time.perf_counter() - start)
         pairs.append((got[a], got[b]))
     return pairs
@@ -156,7 +163,8 @@ def _figures(
         what = f"{images} images {size} px -> {input_px} px, batch {sizes['batch']}"
         for cache in (True, False):
             task = _task(csv, cache, 0, input_px, sizes["batch"])
-            pairs = _paired(partial(_loader_epoch, task), _bare(task, cache), epochs)
+            turn_s = 0.0 if quick else TURN_S
+            pairs = _paired(partial(_loader_epoch, task), _bare(task, cache), epochs, turn_s=turn_s)
             ours, bare = [p[0] for p in pairs], [p[1] for p in pairs]
             path = "preprocessing cache (memory-mapped)" if cache else "decoding every image"
             rows.append(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import v2
 
 from tasks.common.image_cache import cache_folder
@@ -108,20 +108,40 @@ def _lines(frame: pd.DataFrame) -> list[int | None]:
     return [None if pd.isna(v) else int(v) for v in frame["line"]]
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 class FundusDataset(Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
-    """Rows of a case table; yields (image, label, row position)."""
+    """Rows of a case table; yields (image, label, row position), or whole batches.
+
+    The DataLoader asks for whole batches (``__getitems__``), built with one stack and one
+    label lookup: from the memory-mapped cache an image costs tens of microseconds, and per-item
+    tuples, label tensors and ``default_collate`` cost more than that (benchmarks/bench_loader).
+    """
 
     def __init__(self, frame: pd.DataFrame, transform: v2.Compose, images: FundusImages) -> None:
         self.transform, self.images = transform, images
         self.paths: list[str] = frame["path"].astype(str).tolist()
         self.lines = _lines(frame)
         labels = frame["label"] if "label" in frame.columns else pd.Series([-1] * len(frame))
-        self.labels: list[float] = labels.fillna(-1).astype(float).tolist()
+        self.labels = torch.tensor(labels.fillna(-1).to_numpy(dtype=np.float32))
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _image(self, i: int) -> torch.Tensor:
         image = self.images.get(self.paths[i], self.lines[i])
-        x = self.transform(torch.from_numpy(image))
-        return x, torch.tensor(self.labels[i]), i
+        return self.transform(torch.from_numpy(image))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self._image(i), self.labels[i].clone(), i
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        x = torch.stack([self._image(i) for i in indices])
+        return x, self.labels[indices], torch.tensor(indices)
+
+
+def collate(batch: Batch | list[Any]) -> Any:
+    """The DataLoader's collate_fn: a batch built whole passes through; a list of items (from a
+    wrapper without ``__getitems__``) is collated as usual."""
+    return batch if isinstance(batch, tuple) else default_collate(batch)

@@ -30,7 +30,13 @@ from tasks.common.template import SupervisedTask
 from tasks.common.tta import predict_tta
 from tasks.fundus import cases as fundus_cases
 from tasks.fundus.config import FundusConfig
-from tasks.fundus.data import FundusDataset, FundusImages, build_transform, load_images
+from tasks.fundus.data import (
+    FundusDataset,
+    FundusImages,
+    build_transform,
+    collate,
+    load_images,
+)
 from tasks.fundus.losses import focal_bce, smooth_targets
 
 __all__ = ["FundusTask", "focal_bce", "smooth_targets"]
@@ -209,6 +215,9 @@ class FundusTask(SupervisedTask[FundusConfig]):
             df["label"].to_numpy(), splits.group_ids(df, "patient_id"), d.val_fraction, d.split_seed
         )
         return {"train": df[~held].reset_index(drop=True), "val": df[held].reset_index(drop=True)}
+
+    def collate_fn(self) -> Any:
+        return collate
 
     def dataset(self, frame: pd.DataFrame, train: bool) -> Dataset[Any]:
         paths = set(frame["path"].astype(str))

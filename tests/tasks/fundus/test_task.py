@@ -151,6 +151,50 @@ def test_without_cache_images_are_decoded_per_use(
     assert not (tmp_path / "cache").exists()
 
 
+class _ItemsOnly(torch.utils.data.Dataset[Any]):
+    """A dataset wrapper without ``__getitems__``."""
+
+    def __init__(self, inner: Any, order: list[int]) -> None:
+        self.inner, self.order = inner, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.inner[self.order[i]]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_batches_built_whole_equal_items_collated(
+    single: Path, tmp_path: Path, workers: int
+) -> None:
+    from torch.utils.data import DataLoader, default_collate
+
+    task = _task(tmp_path, {"manifest": str(single)})
+    frame = task.cases()
+    ds = task.dataset(frame, train=False)
+    labels = frame["label"].to_numpy()
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    order = [int(pos[1]), int(neg[2]), int(neg[0]), int(neg[1])]  # labels 1, 0, 0, 0
+    x, y, rows = next(
+        iter(
+            DataLoader(
+                ds, batch_size=4, sampler=order, collate_fn=task.collate_fn(), num_workers=workers
+            )
+        )
+    )
+    ex, ey, erows = default_collate([ds[i] for i in order])
+    assert torch.equal(x, ex) and x.shape == (4, 3, 32, 32)
+    assert torch.equal(y, ey) and y.dtype == torch.float32
+    assert rows.tolist() == order and torch.equal(rows, erows)
+    assert y.tolist() == frame["label"].to_numpy(dtype=float)[order].tolist()
+    # a wrapper that hands over items one by one is collated as usual
+    batch = next(
+        iter(DataLoader(_ItemsOnly(ds, order), batch_size=4, collate_fn=task.collate_fn()))
+    )
+    assert torch.equal(batch[0], ex) and batch[2].tolist() == order
+
+
 def test_pretrained_offline_without_weights_names_the_file(single: Path, tmp_path: Path) -> None:
     task = _task(
         tmp_path,
