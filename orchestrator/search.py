@@ -71,6 +71,7 @@ class StudySearch(OptunaSearch):
         study: Any = self._ot_study
         study.tell(ot_trial, values, state=state)
         self._completed_trials.add(trial_id)
+        self._steps.pop(trial_id, None)
 
 
 def _finite(value: Any) -> bool:

@@ -208,6 +208,11 @@ class ResultsCallback(Callback):
         else:
             status = "pruned"
         self.store.write_runs(self.info.sweep, [self._row(trial, status, **cause)])
+        # its final row is stored and a completed trial never runs again: keep no state for it
+        # (the driver's memory stays flat over thousands of trials; an errored trial keeps its
+        # start time, a resume may restart it)
+        self.started.pop(trial.trial_id, None)
+        self.best.pop(trial.trial_id, None)
         self._compact()
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
