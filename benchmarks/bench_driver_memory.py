@@ -6,6 +6,12 @@ Each driver runs in its own process (its peak RSS is its own) with its own local
 is a function trainable that reports one finished epoch, so the driver is all that is measured.
 RSS is sampled as every trial completes; growth per trial is the slope of RSS over completed
 trials in the second half of the sweep (after imports, caches and pools have warmed up).
+
+RSS also counts what the allocator keeps (Tune's own driver holds about 1.7x its Python heap),
+so one more medsweep driver runs under tracemalloc: its Python heap's growth over the second half
+of a shorter sweep, by whose records grew. Each allocation goes to the innermost of Ray Tune (its
+trial objects), Optuna (the study's trials, which TPE samples from) or medsweep on its stack;
+what medsweep itself keeps per trial is the figure with a target.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from benchmarks.common import local_ray, row
 RAY = True  # quick mode runs on the Ray this process joined (tests: the shared one)
 
 TRIALS, CONCURRENCY = 1000, 2
-TARGET_KIB = 10.0  # growth per trial beyond plain Tune's (what medsweep keeps per trial)
+TRACED_TRIALS = 200  # the tracemalloc run (several times slower per trial)
+TARGET_KIB = 1.0  # Python heap medsweep's own code keeps per finished trial
+OWNERS = (("ray/tune", "/ray/"), ("optuna", "/optuna/"), ("medsweep", "/orchestrator/"))
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,19 +45,51 @@ def _rss_kib() -> float:
     return float("nan")
 
 
-def _sampler() -> Any:
+def _sampler(total: int, trace: bool) -> Any:
+    """RSS at every completed trial; with `trace`, a heap snapshot at half the trials (the
+    driver takes the second once the sweep is over)."""
+    import gc
+    import tracemalloc
+
     from ray.tune import Callback
 
     class RssSampler(Callback):
         def __init__(self) -> None:
             self.samples: list[float] = []
+            self.snapshots: list[Any] = []
 
         def on_trial_complete(
             self, iteration: int, trials: list[Any], trial: Any, **info: Any
         ) -> None:
             self.samples.append(_rss_kib())
+            if trace and len(self.samples) == total // 2:
+                self.snapshot()
+
+        def snapshot(self) -> None:
+            gc.collect()
+            self.snapshots.append(tracemalloc.take_snapshot())
 
     return RssSampler()
+
+
+def owner(frames: list[str]) -> str:
+    """Who an allocation belongs to: the innermost of Ray, Optuna or medsweep on its stack
+    (`frames`: file names, innermost first); "other" when none is."""
+    for filename in frames:
+        for name, marker in OWNERS:
+            if marker in filename:
+                return name
+    return "other"
+
+
+def _heap_growth(snapshots: list[Any], trials: int) -> dict[str, float]:
+    """Bytes per trial the Python heap grew between the two snapshots, by owner."""
+    growth: dict[str, float] = {}
+    per = max(1, trials - trials // 2)
+    for stat in snapshots[1].compare_to(snapshots[0], "traceback"):
+        who = owner([f.filename for f in reversed(stat.traceback)])
+        growth[who] = growth.get(who, 0.0) + stat.size_diff / per
+    return growth
 
 
 def _medsweep_pieces(root: Path, trials: int, conc: int) -> tuple[Any, list[Any], Any]:
@@ -78,8 +118,11 @@ def _medsweep_pieces(root: Path, trials: int, conc: int) -> tuple[Any, list[Any]
     return _searcher(config, info), [ResultsCallback(info, guard)], guard
 
 
-def drive(kind: str, trials: int, conc: int) -> dict[str, Any]:
-    """Run `trials` trivial trials with the `kind` driver ("medsweep" or "plain")."""
+def drive(kind: str, trials: int, conc: int, trace: bool = False) -> dict[str, Any]:
+    """Run `trials` trivial trials with the `kind` driver ("medsweep" or "plain"); with
+    `trace`, under tracemalloc (its heap growth by owner)."""
+    import tracemalloc
+
     from ray import tune
 
     def trivial(config: dict[str, Any]) -> None:
@@ -89,7 +132,9 @@ def drive(kind: str, trials: int, conc: int) -> dict[str, Any]:
         t.report({"val_loss": value, "objective": value, "epoch": 1, "step": 1,
                   "best_epoch": 1, "finished": 1})  # fmt: skip
 
-    sampler = _sampler()
+    sampler = _sampler(trials, trace)
+    if trace:
+        tracemalloc.start(25)
     with tempfile.TemporaryDirectory() as tmp, local_ray(num_cpus=conc):
         if kind == "medsweep":
             searcher, callbacks, stop = _medsweep_pieces(Path(tmp) / "store", trials, conc)
@@ -117,13 +162,23 @@ def drive(kind: str, trials: int, conc: int) -> dict[str, Any]:
         )
         tuner.fit()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"samples": sampler.samples, "peak_kib": float(peak)}
+    out: dict[str, Any] = {"samples": sampler.samples, "peak_kib": float(peak)}
+    if trace:
+        sampler.snapshot()
+        tracemalloc.stop()
+        if len(sampler.snapshots) != 2:
+            raise RuntimeError(f"only {len(sampler.samples)} of {trials} trials completed")
+        out["heap"] = _heap_growth(sampler.snapshots, trials)
+    return out
 
 
-def _measure(kind: str, trials: int, conc: int, isolated: bool) -> dict[str, Any]:
+def _measure(
+    kind: str, trials: int, conc: int, isolated: bool, trace: bool = False
+) -> dict[str, Any]:
     if not isolated:
-        return drive(kind, trials, conc)
+        return drive(kind, trials, conc, trace)
     cmd = [sys.executable, "-m", "benchmarks.bench_driver_memory", "--worker", kind, str(trials)]
+    cmd += ["--trace"] if trace else []
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -137,12 +192,27 @@ def growth_kib(samples: list[float]) -> float:
     return float(np.polyfit(np.arange(len(half)), np.asarray(half), 1)[0])
 
 
-def run(quick: bool = False, trials: int = TRIALS, concurrency: int = CONCURRENCY) -> list[dict]:
-    """Peak RSS and growth per trial of both drivers; `quick`: 6 trials in this process."""
+def run(
+    quick: bool = False,
+    trials: int = TRIALS,
+    concurrency: int = CONCURRENCY,
+    traced_trials: int = TRACED_TRIALS,
+) -> list[dict]:
+    """Peak RSS and growth per trial of both drivers, and the traced heap growth of medsweep's;
+    `quick`: 6 trials in this process."""
     if quick:
-        trials = 6
+        trials = traced_trials = 6
     ours = _measure("medsweep", trials, concurrency, isolated=not quick)
     plain = _measure("plain", trials, concurrency, isolated=not quick)
+    traced = _measure("medsweep", traced_trials, concurrency, isolated=not quick, trace=True)
+    return _rss_rows(ours, plain, trials, concurrency) + _heap_rows(
+        traced["heap"], traced_trials, concurrency
+    )
+
+
+def _rss_rows(
+    ours: dict[str, Any], plain: dict[str, Any], trials: int, concurrency: int
+) -> list[dict]:
     size = f"{trials:,} trivial trials, concurrency {concurrency}"
     mine, base = growth_kib(ours["samples"]), growth_kib(plain["samples"])
     return [
@@ -160,12 +230,28 @@ def run(quick: bool = False, trials: int = TRIALS, concurrency: int = CONCURRENC
             [mine - base],
             size=size,
             unit="KiB",
-            target=TARGET_KIB,
             note=f"medsweep {mine:.1f} KiB/trial, plain Tune {base:.1f} KiB/trial (Tune keeps "
-            "every trial object); beyond it: the Optuna study's trials and the callback's "
-            "start times and best rows",
-            why="medsweep's driver keeps more than its rows per trial; a heap profile of the "
-            "driver (tracemalloc snapshots at 25% and 100%) names what grows",
+            "every trial object); RSS also counts what the allocator keeps: the traced heap "
+            "below says whose records grow",
+        ),
+    ]
+
+
+def _heap_rows(heap: dict[str, float], trials: int, concurrency: int) -> list[dict]:
+    size = f"{trials:,} trivial trials, concurrency {concurrency}, second half traced"
+    kib = {k: v / 1024 for k, v in heap.items()}
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(kib.items(), key=lambda kv: -kv[1]))
+    return [
+        row(
+            "driver heap growth per trial, medsweep's own records",
+            [kib.get("medsweep", 0.0)],
+            size=size,
+            unit="KiB",
+            target=TARGET_KIB,
+            note=f"tracemalloc, KiB per trial by owner: {parts}; Tune's are its trial objects, "
+            "Optuna's the study's trials (what TPE samples from)",
+            why="medsweep's driver code keeps state for every trial it has seen; the owner "
+            "breakdown and a `compare_to(..., 'traceback')` of the two snapshots name it",
         ),
     ]
 
@@ -174,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     """``--worker KIND N``: drive N trials, print the samples as JSON (run by `run`)."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_driver_memory")
     p.add_argument("--worker", nargs=2, metavar=("KIND", "TRIALS"), required=True)
+    p.add_argument("--trace", action="store_true", help="under tracemalloc: heap growth by owner")
     a = p.parse_args(argv)
-    print(json.dumps(drive(a.worker[0], int(a.worker[1]), CONCURRENCY)))
+    print(json.dumps(drive(a.worker[0], int(a.worker[1]), CONCURRENCY, a.trace)))
     return 0
 
 

@@ -383,18 +383,21 @@ def note_placement_group(directory: Path) -> None:
 
 
 def release_placement_groups(trial_dir: Path) -> int:
-    """Remove the placement groups recorded under a finished trial's folder; return how many."""
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    """Forget the groups recorded under a finished trial's folder and remove those whose Train
+    controller is dead; return how many were removed.
 
-    removed = 0
+    A group whose controller still runs is left to it. A trial returns as soon as its runs
+    reported their end, without waiting for Train's teardown; removing the group under a live
+    controller made it restart its worker group on a new group that outlived the trial and held
+    a CPU the next trials waited for (a sweep stalled after two such trials). A controller that
+    dies before its teardown removed its group leaves an orphan, which the driver removes within
+    seconds (`release_orphaned_groups`, from `ResultsCallback.on_step_end`)."""
+    ids = set()
     for path in trial_dir.rglob(PG_FILE):
-        with contextlib.suppress(Exception):  # already removed by its controller
-            pg_id = PlacementGroupID(bytes.fromhex(path.read_text().strip()))
-            remove_placement_group(PlacementGroup(pg_id))
-            removed += 1
+        with contextlib.suppress(OSError):
+            ids.add(path.read_text().strip())
         path.unlink(missing_ok=True)
-    return removed
+    return release_orphaned_groups(only=ids) if ids else 0
 
 
 def live_placement_groups() -> set[str]:
@@ -422,8 +425,9 @@ def release_left_over(before: set[str]) -> int:
     return len(left)
 
 
-def release_orphaned_groups() -> int:
-    """Remove the placement groups of dead Train controllers; return how many.
+def release_orphaned_groups(only: set[str] | None = None) -> int:
+    """Remove the placement groups of dead Train controllers (`only`: among these ids, hex);
+    return how many.
 
     A controller that dies because its owner died (a trial Tune stopped, a killed sweep driver)
     leaves its worker group's placement group behind in Ray 2.60: the GCS never marks the
@@ -444,6 +448,8 @@ def release_orphaned_groups() -> int:
     for blob in state.state._connect_and_get_accessor().get_placement_group_table() if dead else []:
         group = table.FromString(blob)
         if group.is_detached or group.state == table.REMOVED:
+            continue
+        if only is not None and group.placement_group_id.hex() not in only:
             continue
         if group.creator_actor_id.hex() in dead:
             with contextlib.suppress(Exception):  # removed meanwhile

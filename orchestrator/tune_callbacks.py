@@ -27,6 +27,7 @@ from orchestrator.results import ResultsStore
 logger = logging.getLogger(__name__)
 
 SKIP_KEYS = frozenset({"checkpoint_path", "epoch", "step", "round", "done", "finished", "diverged"})
+ORPHANS_EVERY_S = 5.0  # how often the driver looks for groups of dead Train controllers
 
 
 class MetricGuard(Stopper):
@@ -78,6 +79,7 @@ class ResultsCallback(Callback):
 
     # a compaction that failed once is not retried (a class default: old pickles lack the field)
     compact_failed: bool = False
+    orphans_checked: float = 0.0  # when dead controllers' groups were last looked for
 
     def __init__(self, info: SweepInfo, guard: MetricGuard) -> None:
         self.info, self.guard = info, guard
@@ -162,6 +164,19 @@ class ResultsCallback(Callback):
         if result.get("best_epoch") == result.get("epoch") and not result.get("diverged"):
             self.best[trial.trial_id] = {k: v for k, v in result.items() if _is_metric(k, v)}
         self._compact()  # the runs' workers have written this epoch's metric parts
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        """Every few seconds, remove the placement groups of Train controllers that died with
+        their trial before their own teardown did: each holds CPUs that waiting trials need."""
+        from orchestrator.loop import release_orphaned_groups
+
+        if time.time() - self.orphans_checked < ORPHANS_EVERY_S:
+            return
+        self.orphans_checked = time.time()
+        try:
+            release_orphaned_groups()
+        except Exception as exc:  # a GCS hiccup never stops the sweep; the next check retries
+            logger.debug("results callback: looking for orphaned placement groups: %s", exc)
 
     def _compact(self) -> None:
         """Merge a table's parts once it holds `LIVE_PARTS` (two runs parts per trial, metric

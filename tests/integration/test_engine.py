@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -214,6 +215,47 @@ def test_groups_of_dead_train_controllers_are_removed(ray_session: None) -> None
     table = ray.util.placement_group_table()
     assert table[orphan]["state"] == "REMOVED" and table[kept.id.hex()]["state"] != "REMOVED"
     ray.util.remove_placement_group(kept)
+
+
+def _dead(actor: Any) -> None:
+    import ray
+    from ray._private import state
+
+    actor_id = actor._actor_id.hex()
+    ray.kill(actor)
+    deadline = time.monotonic() + 60
+    while state.actors()[actor_id]["State"] != "DEAD":  # the GCS records the death shortly
+        assert time.monotonic() < deadline, "the killed actor never showed as dead"
+        time.sleep(0.05)
+
+
+def test_a_finished_trial_leaves_a_live_controllers_group_to_it(
+    ray_session: None, tmp_path: Path
+) -> None:
+    """A trial returns before Train's teardown: removing the group under the live controller
+    made it restart its workers on a new group that outlived the trial (a stalled sweep)."""
+    import ray
+
+    from orchestrator.loop import PG_FILE, release_placement_groups
+    from orchestrator.tune_callbacks import ResultsCallback
+
+    live = ray.remote(num_cpus=0)(TrainController).remote()
+    gone = ray.remote(num_cpus=0)(TrainController).remote()
+    groups = {"live": ray.get(live.make.remote()), "gone": ray.get(gone.make.remote())}
+    for name, group in groups.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / PG_FILE).write_text(group)
+    _dead(gone)
+    assert release_placement_groups(tmp_path) == 1
+    table = ray.util.placement_group_table()
+    assert table[groups["gone"]]["state"] == "REMOVED"
+    assert table[groups["live"]]["state"] != "REMOVED"
+    assert not list(tmp_path.rglob(PG_FILE))
+    # the live controller dies without its teardown: the driver's next check removes its group
+    _dead(live)
+    callback = ResultsCallback.__new__(ResultsCallback)
+    callback.on_step_end(0, [])
+    assert ray.util.placement_group_table()[groups["live"]]["state"] == "REMOVED"
 
 
 class TrainController:
