@@ -329,7 +329,7 @@ def fit_run(spec: RunSpec, info: SweepInfo) -> None:
         # A small dict (Train's run-state tracking records it): the spec itself, with its case
         # tables, travels through the object store.
         train_loop_config={"run_id": spec.run_id, "spec": ray.put(spec)},
-        torch_config=OneNodeTorchConfig(backend="nccl" if use_gpu else "gloo"),
+        backend_config=OneNodeTorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=res["workers"],
             use_gpu=use_gpu,
