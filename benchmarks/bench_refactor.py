@@ -12,9 +12,10 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import worktree
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "95f1c1e"  # the last commit before the task template (issue 6)
@@ -71,36 +72,21 @@ def _epochs(code: Path, config: str, overrides: dict[str, Any]) -> list[float]:
 
 def run() -> list[dict[str, Any]]:
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        old = Path(tmp) / "base"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(old), BASE],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-        try:
-            for name, (config, overrides) in CASES.items():
-                before = _epochs(old, config, overrides)
-                after = _epochs(ROOT, config, overrides)
-                rows.append(
-                    {
-                        "name": name,
-                        "note": f"template vs {BASE}, {len(after)} epochs after a warm-up",
-                        "size": config,
-                        "seconds": statistics.median(after),
-                        "range": (min(after), max(after)),
-                        "reference_s": statistics.median(before),
-                        "reference": f"{BASE}: {statistics.median(before):.2f} s "
-                        f"({min(before):.2f}-{max(before):.2f})",
-                        "target_s": None,
-                    }
-                )
-        finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(old)],
-                cwd=ROOT,
-                check=False,
-                capture_output=True,
+    with worktree(BASE) as old:
+        for name, (config, overrides) in CASES.items():
+            before = _epochs(old, config, overrides)
+            after = _epochs(ROOT, config, overrides)
+            rows.append(
+                {
+                    "name": name,
+                    "note": f"template vs {BASE}, {len(after)} epochs after a warm-up",
+                    "size": config,
+                    "seconds": statistics.median(after),
+                    "range": (min(after), max(after)),
+                    "reference_s": statistics.median(before),
+                    "reference": f"{BASE}: {statistics.median(before):.2f} s "
+                    f"({min(before):.2f}-{max(before):.2f})",
+                    "target_s": None,
+                }
             )
     return rows

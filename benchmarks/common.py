@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: repeated timing, rows in the runner's format, a local Ray.
+"""Helpers shared by the benchmarks: repeated timing, rows in the runner's format, a local Ray,
+an older commit checked out beside the current code.
 
 A row is a plain dict (see `benchmarks/__init__.py`); `row()` builds one from samples so that
 every figure carries its median, range and repeat count the same way.
@@ -9,9 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 Better = Literal["lower", "higher"]
@@ -121,3 +125,26 @@ def local_ray(num_cpus: int | None = None) -> Iterator[bool]:
 
 def fmt_s(seconds: float) -> str:
     return f"{seconds:.3g} s" if seconds < 100 else f"{seconds:.0f} s"
+
+
+@contextmanager
+def worktree(commit: str) -> Iterator[Path]:
+    """`commit` checked out in a temporary git worktree (for before/after figures in one run)."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "base"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(old), commit],
+            cwd=root,
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield old
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(old)],
+                cwd=root,
+                check=False,
+                capture_output=True,
+            )

@@ -9,8 +9,8 @@ killing a healthy trial. A controller removes its own group on shutdown, and gro
 detached die with the sweep driver, so dropping the cleaner loses nothing we rely on.
 
 Why no torch here: each Train run is launched from its Tune trial's process and run by a fresh
-controller process, and neither touches a tensor. Yet three things made them import torch, about
-1 s of CPU each on the critical path of every run's start-up:
+controller process, and neither touches a tensor. Yet three things made both import torch, about
+1 s of CPU in each process, on the critical path of every run's start-up:
 
 - `TorchTrainer` (its module and its constructor) imports torch in the trial's process;
   `SweepTorchTrainer` is Ray's `DataParallelTrainer` given the torch backend config, as
