@@ -135,8 +135,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         },
         {
             "name": "trial start-up, slowest trial",
-            "note": "max over the trials above: the first (Train's state actor starts, the image "
-            "cache is built)",
+            "note": "max over the trials above: a sweep's first trial, where Train's state actor "
+            "starts and the image cache is built",
             "size": "480 images",
             "seconds": max(startup),
             "range": (min(startup), max(startup)),
