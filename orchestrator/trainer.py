@@ -128,6 +128,8 @@ class OneNodeTorchBackend(Backend):
         ray.get(setups)
 
     def on_shutdown(self, worker_group: Any, backend_config: Any) -> None:
+        # Ray's `_TorchBackend.on_shutdown`, restated: delegating would import torch here, a
+        # second of controller CPU per run while the next run starts beside it.
         futures = worker_group.execute_async(_shutdown, destroy_process_group=len(worker_group) > 1)
         timeout_s = ray_constants.env_integer(
             TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S, DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S
