@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install system-deps demo demo-all test lint bench clean
+.PHONY: install system-deps demo demo-all test test-gpu lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ system-deps:
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
+
+# The CUDA paths (bf16/fp16 autocast, NCCL, fractional GPUs, every family) on a GPU machine; CI
+# has none, so `make test` skips them. Then the GPU figures: make bench ARGS="--only gpu".
+test-gpu: $(STAMP)
+	$(BIN)/python -c "import sys, torch; torch.cuda.is_available() or sys.exit('test-gpu: no CUDA device on this machine')"
+	$(BIN)/python -m pytest -q -rs tests/gpu tests/orchestrator/test_trainer.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator tasks tests benchmarks

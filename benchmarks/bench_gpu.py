@@ -5,7 +5,9 @@ loop (target >= 0.98), and 4 small trials packed on one GPU (0.25 GPU each) agai
 Only runs where `torch.cuda.is_available()`; elsewhere it is skipped and earlier GPU figures are
 kept. Synthetic batches live on the GPU (the data pipeline is bench_loader's); each measurement
 warms up (cuDNN autotuning, allocator) before its timed steps. The plain loop runs in its own
-process, so both sides start from a fresh CUDA context.
+process, so both sides start from a fresh CUDA context. The Ray Train side is medsweep's own
+trainer and backend (`SweepTorchTrainer`, `OneNodeTorchConfig`: NCCL), as a trial's run uses them;
+packed runs wait for each other after warming up, so their timed blocks overlap.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +33,11 @@ TARGET = 0.98
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def train_rate(model_name: str, size: int, batch: int, warmup: int, steps: int) -> list[float]:
-    """Images/s of `steps` bf16 + channels_last training steps (after `warmup`), in blocks."""
+def train_rate(
+    model_name: str, size: int, batch: int, warmup: int, steps: int, barrier: str = ""
+) -> list[float]:
+    """Images/s of `steps` bf16 + channels_last training steps (after `warmup`), in blocks;
+    `barrier` ("DIR:N"): wait after warming up until N runs have (packed runs time together)."""
     import timm
     import torch
 
@@ -52,6 +59,8 @@ def train_rate(model_name: str, size: int, batch: int, warmup: int, steps: int) 
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
+    if barrier:
+        _wait_for_all(barrier)
     rates, block = [], max(1, steps // 5)
     for _ in range(steps // block):
         start = time.perf_counter()
@@ -62,53 +71,96 @@ def train_rate(model_name: str, size: int, batch: int, warmup: int, steps: int) 
     return rates
 
 
-def _plain(model_name: str, size: int, batch: int, warmup: int, steps: int) -> list[float]:
-    cmd = [sys.executable, "-m", "benchmarks.bench_gpu", model_name, str(size), str(batch)]
-    cmd += [str(warmup), str(steps)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
-    rates: list[float] = json.loads(done.stdout.strip().splitlines()[-1])
+def _wait_for_all(barrier: str, timeout: float = 300.0) -> None:
+    """A file barrier for runs on one machine: each leaves a file, then waits for N of them."""
+    folder, n = barrier.rsplit(":", 1)
+    Path(folder, uuid.uuid4().hex).touch()
+    deadline = time.monotonic() + timeout
+    while len(list(Path(folder).iterdir())) < int(n):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(list(Path(folder).iterdir()))} of {n} runs arrived")
+        time.sleep(0.01)
+
+
+Combo = tuple[str, int, int]  # model, image size, batch
+
+
+def rates_of(
+    combos: list[Combo], warmup: int, steps: int, barrier: str = ""
+) -> dict[str, list[float]]:
+    """`train_rate` of each combination in turn, in this process (one CUDA context, as a trial's
+    worker), keyed "MODEL SIZE"; progress goes to stderr (a run cut short shows how far it got)."""
+    import torch
+
+    out, start = {}, time.perf_counter()
+    for model_name, size, batch in combos:
+        rates = train_rate(model_name, size, batch, warmup, steps, barrier)
+        out[f"{model_name} {size}"] = rates
+        torch.cuda.empty_cache()
+        mid = sorted(rates)[len(rates) // 2]
+        took = time.perf_counter() - start
+        print(f"  {model_name} {size} px: {mid:,.0f} img/s (+{took:.0f} s)", file=sys.stderr)
+    return out
+
+
+def _plain(combos: list[Combo], warmup: int, steps: int) -> dict[str, list[float]]:
+    """The loop in a plain Python process of its own."""
+    spec = json.dumps({"combos": combos, "warmup": warmup, "steps": steps})
+    cmd = [sys.executable, "-m", "benchmarks.bench_gpu", spec]
+    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
+    rates: dict[str, list[float]] = json.loads(done.stdout.strip().splitlines()[-1])
     return rates
 
 
 def _in_ray_train(
-    model_name: str, size: int, batch: int, warmup: int, steps: int, gpus: float = 1.0
-) -> list[float]:
-    """The same loop as the only worker of a Ray Train run (as a medsweep trial's run)."""
-    import ray.train
+    combos: list[Combo], warmup: int, steps: int, gpus: float = 1.0, barrier: str = ""
+) -> dict[str, list[float]]:
+    """The same loop as the only worker of a Ray Train run, through medsweep's trainer and NCCL
+    backend (as a trial's run)."""
     from ray import cloudpickle
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+
+    from orchestrator.trainer import OneNodeTorchConfig, SweepTorchTrainer
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers lack `benchmarks`
+    name = f"gpu-{uuid.uuid4().hex[:8]}"
+    # Train V2 keeps only metrics reported with a checkpoint: the rates come back in a file
+    # (worker and driver share this machine).
+    rates_file = Path(tempfile.gettempdir(), f"medsweep-bench-{name}.json")
 
     def loop(config: dict[str, Any]) -> None:
-        rates = train_rate(model_name, size, batch, warmup, steps)
-        ray.train.report({"rates": rates})
+        rates_file.write_text(json.dumps(rates_of(combos, warmup, steps, barrier)))
 
-    trainer = TorchTrainer(
+    trainer = SweepTorchTrainer(
         loop,
+        backend_config=OneNodeTorchConfig(backend="nccl"),
         scaling_config=ScalingConfig(
             num_workers=1, use_gpu=True, resources_per_worker={"GPU": gpus, "CPU": 1}
         ),
-        run_config=RunConfig(storage_path="/tmp/medsweep-bench-gpu", name=f"{model_name}-{size}"),
+        run_config=RunConfig(storage_path="/tmp/medsweep-bench-gpu", name=name),
     )
-    result = trainer.fit()
-    return list(result.metrics["rates"])  # type: ignore[index]
+    trainer.fit()
+    rates: dict[str, list[float]] = json.loads(rates_file.read_text())
+    rates_file.unlink()
+    return rates
 
 
-def _packing(warmup: int, steps: int) -> dict[str, Any]:
+def _packing(warmup: int, steps: int) -> dict[str, list[float]]:
     """Aggregate images/s of 4 concurrent 0.25-GPU runs against one 1-GPU run (resnet18, 224)."""
-    alone = _in_ray_train("resnet18", 224, 32, warmup, steps)
+    combo: list[Combo] = [("resnet18", 224, 32)]
+    alone = _in_ray_train(combo, warmup, steps)["resnet18 224"]
     results: list[list[float]] = []
+    with tempfile.TemporaryDirectory() as folder:
 
-    def one() -> None:
-        results.append(_in_ray_train("resnet18", 224, 32, warmup, steps, gpus=0.25))
+        def one() -> None:
+            rates = _in_ray_train(combo, warmup, steps, 0.25, f"{folder}:4")
+            results.append(rates["resnet18 224"])
 
-    threads = [threading.Thread(target=one) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+        threads = [threading.Thread(target=one) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     per_block = [sum(rs) for rs in zip(*results, strict=False)] if len(results) == 4 else []
     return {"alone": alone, "packed": per_block}
 
@@ -123,37 +175,34 @@ def _device() -> str:
     )
 
 
+def _say(what: str, since: float) -> None:
+    print(f"{what} (+{time.perf_counter() - since:.0f} s)", file=sys.stderr, flush=True)
+
+
 def run(quick: bool = False, steps: int = STEPS) -> list[dict[str, Any]]:
-    """Inside vs outside Ray Train per model and size, and packing; `quick`: resnet18 at 224."""
+    """Inside vs outside Ray Train per model and size, and packing; `quick`: resnet18 at 224.
+
+    One plain process and one Train run measure every model in turn (not a process per model:
+    on the H200 machine lent here a fresh Ray Train run cost about 20 s before its first step)."""
     import torch
 
     if not torch.cuda.is_available():
-        raise Skipped("no CUDA device on this machine")
+        raise Skipped(
+            'no CUDA device on this machine; on a GPU machine: make bench ARGS="--only gpu"'
+        )
     models, sizes = (("resnet18",), {224: 32}) if quick else (MODELS, SIZES)
     warmup, steps = (2, 5) if quick else (WARMUP, steps)
-    device = _device()
-    rows = []
+    combos = [(m, size, batch) for m in models for size, batch in sizes.items()]
+    device, start = _device(), time.perf_counter()
     with local_ray():
-        for model_name in models:
-            for size, batch in sizes.items():
-                plain = _plain(model_name, size, batch, warmup, steps)
-                inside = _in_ray_train(model_name, size, batch, warmup, steps)
-                rows.append(
-                    row(
-                        f"{model_name} {size} px: Ray Train worker over plain PyTorch",
-                        [i / p for i, p in zip(inside, plain, strict=False)],
-                        size=f"batch {batch}, bf16 autocast, channels_last",
-                        unit="×",
-                        target=TARGET,
-                        better="higher",
-                        reference=[1.0],
-                        reference_name=f"plain loop {sorted(plain)[len(plain) // 2]:,.0f} img/s",
-                        note=f"inside {sorted(inside)[len(inside) // 2]:,.0f} img/s; {device}",
-                        why="a Ray Train worker runs the same loop: a gap means CPU contention "
-                        "from Ray's processes or a different cuDNN algorithm choice",
-                    )
-                )
+        _say("plain loop ...", start)
+        plain = _plain(combos, warmup, steps)
+        _say("inside one Ray Train worker ...", start)
+        inside = _in_ray_train(combos, warmup, steps)
+        _say("packing 4 runs at 0.25 GPU ...", start)
         packing = _packing(warmup, steps)
+        _say("done", start)
+    rows = [_ratio_row(m, size, batch, plain, inside, device) for m, size, batch in combos]
     if packing["packed"]:
         alone = sorted(packing["alone"])[len(packing["alone"]) // 2]
         rows.append(
@@ -170,11 +219,36 @@ def run(quick: bool = False, steps: int = STEPS) -> list[dict[str, Any]]:
     return rows
 
 
+def _ratio_row(
+    model_name: str,
+    size: int,
+    batch: int,
+    plain: dict[str, list[float]],
+    inside: dict[str, list[float]],
+    device: str,
+) -> dict[str, Any]:
+    mine, theirs = inside[f"{model_name} {size}"], plain[f"{model_name} {size}"]
+    return row(
+        f"{model_name} {size} px: Ray Train worker over plain PyTorch",
+        [i / p for i, p in zip(mine, theirs, strict=False)],
+        size=f"batch {batch}, bf16 autocast, channels_last",
+        unit="×",
+        target=TARGET,
+        better="higher",
+        reference=[1.0],
+        reference_name=f"plain loop {sorted(theirs)[len(theirs) // 2]:,.0f} img/s",
+        note=f"inside {sorted(mine)[len(mine) // 2]:,.0f} img/s; {device}",
+        why="a Ray Train worker runs the same loop: a gap means CPU contention from Ray's "
+        "processes or a different cuDNN algorithm choice",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``MODEL SIZE BATCH WARMUP STEPS``: the plain loop in this process; prints its rates."""
-    args = (argv if argv is not None else sys.argv[1:])[:5]
-    name, size, batch, warmup, steps = args[0], *map(int, args[1:])
-    print(json.dumps(train_rate(name, size, batch, warmup, steps)))
+    """``'{"combos": [[MODEL, SIZE, BATCH], ...], "warmup": W, "steps": S}'``: the plain loop in
+    this process; prints its rates per combination as one JSON line."""
+    spec = json.loads((argv if argv is not None else sys.argv[1:])[0])
+    combos = [(str(m), int(size), int(batch)) for m, size, batch in spec["combos"]]
+    print(json.dumps(rates_of(combos, int(spec["warmup"]), int(spec["steps"]))))
     return 0
 
 

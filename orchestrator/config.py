@@ -57,6 +57,18 @@ class Resources(StrictModel):
             raise ValueError("more than one GPU per worker must be a whole number")
         return v
 
+    @model_validator(mode="after")
+    def _ranks_on_whole_gpus(self) -> Resources:
+        # Ray packs fractions onto one card, and NCCL refuses two ranks of a process group on
+        # one GPU ("Duplicate GPU detected"): fractions pack whole runs, never a run's ranks.
+        if self.workers > 1 and 0 < self.gpus_per_worker < 1:
+            raise ValueError(
+                f"gpus_per_worker: {self.gpus_per_worker:g} with workers: {self.workers} would "
+                "put two DDP ranks on one GPU, which NCCL refuses; give each worker whole GPUs "
+                "(gpus_per_worker: 1), or use workers: 1 to pack whole runs onto a GPU"
+            )
+        return self
+
 
 class Checkpointing(StrictModel):
     num_to_keep: int = Field(
@@ -302,6 +314,8 @@ def _validation_error(err: ValidationError, source: str) -> ConfigError:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
         msg = e["msg"]
+        if e["type"] == "value_error":  # our validators' own sentence, without pydantic's tag
+            msg = str(e.get("ctx", {}).get("error", msg))
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif "input" in e and not isinstance(e["input"], dict | list):

@@ -122,7 +122,7 @@ def run_worker(
     marks["setup_done"] = time.time()
     objective = Objective(spec.metric, spec.mode, spec.objective)
     start = restore(task, objective, checkpoint, ctx.rank)
-    nodes = _gather_nodes()
+    nodes = _gather_nodes(ctx.device)
     epochs = int(task.config.train.epochs)
     status: Literal["completed", "diverged", "stopped"] = "completed"
     reason, epoch = "", start - 1
@@ -321,11 +321,12 @@ def _stop_requested(spec: RunSpec, ctx: Any) -> bool:
     return any(gather_objects([flag]))
 
 
-def _gather_nodes() -> list[dict[str, str]]:
-    """Node id, IP and host name of every worker of the run (stored with the run)."""
-    from tasks.common.torch_utils import gather_objects
+def _gather_nodes(device: Any = "cpu") -> list[dict[str, str]]:
+    """Node id, IP, host name and torch device (with the GPU's name) of every worker of the run
+    (stored with the run: which card trained it is part of its result)."""
+    from tasks.common.torch_utils import describe_device, gather_objects
 
-    mine: dict[str, str] = {"hostname": socket.gethostname()}
+    mine: dict[str, str] = {"hostname": socket.gethostname(), **describe_device(device)}
     try:
         import ray
 

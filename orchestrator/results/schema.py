@@ -44,7 +44,7 @@ RUNS_COLUMNS: dict[str, ColumnType] = {
     "end_time": "float",
     "duration_s": "float",
     "host": "str",
-    "nodes": "str",  # JSON list of the Train workers' {node_id, ip, hostname}
+    "nodes": "str",  # JSON list of the Train workers' {node_id, ip, hostname, device[, gpu]}
     "job_id": "str",  # the Ray job (under `ray job submit`)
     "versions": "str",
     "git_rev": "str",

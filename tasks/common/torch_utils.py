@@ -51,6 +51,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+def describe_device(device: torch.device | str) -> dict[str, str]:
+    """{"device": "cuda:0", "gpu": "NVIDIA H200"} (no "gpu" on a CPU): what a run trained on."""
+    device = torch.device(device)
+    out = {"device": str(device)}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device | str, amp: str) -> Iterator[None]:
     """bf16/fp16 autocast on CUDA; a no-op on CPU, where it would only slow small models down."""

@@ -181,3 +181,22 @@ def test_quick_writes_nothing_and_bad_arguments_exit_2(
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "BENCHMARKS.md").exists()
     assert runner.main(["--only", "nope"]) == 2
     assert runner.main(["--set", "one.bogus=1"]) == 2
+
+
+def test_packed_gpu_runs_wait_for_each_other(tmp_path: Path) -> None:
+    import threading
+
+    from benchmarks.bench_gpu import _wait_for_all
+
+    arrived: list[int] = []
+    threads = [
+        threading.Thread(target=lambda i=i: (_wait_for_all(f"{tmp_path}:3"), arrived.append(i)))
+        for i in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(arrived) == [0, 1, 2]
+    with pytest.raises(TimeoutError, match="4 of 5 runs arrived"):
+        _wait_for_all(f"{tmp_path}:5", timeout=0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest.mock import ANY
 
 import optuna
 import pandas as pd
@@ -58,6 +59,10 @@ def test_two_trial_sweep_stores_every_row(
     assert all(set(p) == {"train.lr", "train.label_smoothing"} for p in params)
     for _, row in runs.iterrows():
         resolved = json.loads(row["config"])
+        # each worker's device is stored with the run (a CPU run names no GPU)
+        assert json.loads(row["nodes"]) == [
+            {"hostname": ANY, "node_id": ANY, "ip": ANY, "device": "cpu"}
+        ]
         assert resolved["train"]["lr"] == pytest.approx(json.loads(row["params"])["train.lr"])
         assert json.loads(row["best"])["val_auc"] == pytest.approx(row["objective"])
         # the stored weights are the best epoch's; the path is relative to the store

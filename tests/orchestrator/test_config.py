@@ -53,11 +53,22 @@ def test_overrides_are_typed_and_validated(tmp_path: Path) -> None:
         ("- a\n- b\n", r"mapping of sections"),
         (BASE.replace("name: t", "name: 'a b'"), r"field name"),
         (BASE + "resources: {gpus_per_worker: 1.5}\n", r"resources\.gpus_per_worker"),
+        (
+            BASE + "resources: {workers: 2, gpus_per_worker: 0.5}\n",
+            r"field resources: gpus_per_worker: 0\.5 with workers: 2 .* NCCL refuses",
+        ),
     ],
 )
 def test_bad_configs_name_file_and_field(tmp_path: Path, text: str, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         load(_write(tmp_path, text))
+
+
+def test_fractional_gpus_pack_single_worker_runs(tmp_path: Path) -> None:
+    cfg = load(_write(tmp_path, BASE + "resources: {workers: 1, gpus_per_worker: 0.25}\n"))
+    assert cfg.experiment.resources.gpus_per_worker == 0.25
+    cfg = load(_write(tmp_path, BASE + "resources: {workers: 2, gpus_per_worker: 1}\n"))
+    assert cfg.experiment.resources.workers == 2
 
 
 def test_missing_file() -> None:
