@@ -457,9 +457,10 @@ def drop_checkpoints(sweep_dir: Path, trial_id: str | None = None, keep: int = 0
     import shutil
 
     artifacts, train = sweep_dir / "artifacts", sweep_dir / "train"
-    pattern = f"{trial_id}/**/{DONE_FILE}" if trial_id else f"**/{DONE_FILE}"
     dropped = 0
-    for marker in artifacts.glob(pattern):
+    # One pattern for every trial: pathlib caches a selector per distinct glob pattern (Python
+    # 3.11), so a pattern naming the trial would keep one per trial in the driver.
+    for marker in (artifacts / trial_id if trial_id else artifacts).glob(f"**/{DONE_FILE}"):
         folder = train / marker.parent.name
         if not folder.exists():
             continue

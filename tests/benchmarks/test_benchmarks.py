@@ -200,3 +200,14 @@ def test_packed_gpu_runs_wait_for_each_other(tmp_path: Path) -> None:
     assert sorted(arrived) == [0, 1, 2]
     with pytest.raises(TimeoutError, match="4 of 5 runs arrived"):
         _wait_for_all(f"{tmp_path}:5", timeout=0.05)
+
+
+def test_heap_owner_is_the_innermost_known_package() -> None:
+    from benchmarks.bench_driver_memory import owner
+
+    store_write = ["/v/pandas/core/nanops.py", "/v/fastparquet/writer.py", "/r/orchestrator/x.py"]
+    assert owner(store_write) == "fastparquet"  # the writer's own state, not medsweep's records
+    assert owner(["/v/pandas/core/frame.py", "/r/orchestrator/x.py"]) == "medsweep"
+    assert owner(["/r/orchestrator/search.py", "/v/ray/tune/search/x.py"]) == "medsweep"
+    assert owner(["/v/ray/tune/x.py", "/r/orchestrator/x.py"]) == "ray/tune"
+    assert owner(["/v/numpy/x.py"]) == "other"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from ray import cloudpickle
 from ray.train import ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
@@ -86,8 +87,6 @@ def test_config_has_torchconfigs_fields_and_backend() -> None:
     assert ours.backend_cls is OneNodeTorchBackend
     assert OneNodeTorchBackend.share_cuda_visible_devices  # one CUDA_VISIBLE_DEVICES per node
     assert ours.train_func_context is TorchContext
-    import torch
-
     if not torch.cuda.is_available():  # with CUDA it asks Train for the worker's device
         with ours.train_func_context():
             pass
