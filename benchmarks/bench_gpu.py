@@ -13,6 +13,7 @@ packed runs wait for each other after warming up, so their timed blocks overlap.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,7 +98,7 @@ def rates_of(
         rates = train_rate(model_name, size, batch, warmup, steps, barrier)
         out[f"{model_name} {size}"] = rates
         torch.cuda.empty_cache()
-        mid = sorted(rates)[len(rates) // 2]
+        mid = statistics.median(rates)
         took = time.perf_counter() - start
         print(f"  {model_name} {size} px: {mid:,.0f} img/s (+{took:.0f} s)", file=sys.stderr)
     return out
@@ -204,7 +205,7 @@ def run(quick: bool = False, steps: int = STEPS) -> list[dict[str, Any]]:
         _say("done", start)
     rows = [_ratio_row(m, size, batch, plain, inside, device) for m, size, batch in combos]
     if packing["packed"]:
-        alone = sorted(packing["alone"])[len(packing["alone"]) // 2]
+        alone = statistics.median(packing["alone"])
         rows.append(
             row(
                 "4 trials at 0.25 GPU each: aggregate over one trial alone",
@@ -236,8 +237,8 @@ def _ratio_row(
         target=TARGET,
         better="higher",
         reference=[1.0],
-        reference_name=f"plain loop {sorted(theirs)[len(theirs) // 2]:,.0f} img/s",
-        note=f"inside {sorted(mine)[len(mine) // 2]:,.0f} img/s; {device}",
+        reference_name=f"plain loop {statistics.median(theirs):,.0f} img/s",
+        note=f"inside {statistics.median(mine):,.0f} img/s; {device}",
         why="a Ray Train worker runs the same loop: a gap means CPU contention from Ray's "
         "processes or a different cuDNN algorithm choice",
     )
