@@ -321,7 +321,7 @@ def _stop_requested(spec: RunSpec, ctx: Any) -> bool:
     return any(gather_objects([flag]))
 
 
-def _gather_nodes(device: Any = "cpu") -> list[dict[str, str]]:
+def _gather_nodes(device: Any) -> list[dict[str, str]]:
     """Node id, IP, host name and torch device (with the GPU's name) of every worker of the run
     (stored with the run: which card trained it is part of its result)."""
     from tasks.common.torch_utils import describe_device, gather_objects
