@@ -43,12 +43,22 @@ sweep:
     return path
 
 
+def _actors(kind: str) -> set[str]:
+    """Ids of the actors of that class this Ray has started, dead ones included."""
+    from ray._private import state
+
+    return {i for i, actor in state.actors().items() if actor["ActorClassName"] == kind}
+
+
 def test_two_trial_sweep_stores_every_row(
     tmp_path: Path, fundus_csv: Path, ray_session: None
 ) -> None:
     cfg = _config(tmp_path, fundus_csv)
+    watchers = _actors("PreemptionWatcher")
     out = orchestrator.sweep(cfg, name="sw")
     assert (out.trials, out.errors) == (2, 0)
+    # each run's Train controller started no preemption watcher (see orchestrator/trainer.py)
+    assert _actors("RayTrainWorker") and _actors("PreemptionWatcher") == watchers
 
     store = ResultsStore(tmp_path / "store")
     runs = store.runs("sw")
